@@ -1,0 +1,182 @@
+import { createHash } from "node:crypto";
+import { readdir, readFile } from "node:fs/promises";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import {
+  type ClickHouseClient,
+  type ClickHouseConnection,
+  compareVersions,
+  createClickHouse,
+  parseVersion,
+  serverVersion,
+  toDateTime,
+} from "./clickhouse";
+import { AppError } from "./errors";
+import type { Logger } from "./logger";
+
+/** The project's migrations: `infra/clickhouse/migrations/NNNN_name.sql`. */
+export const MIGRATIONS_DIR = fileURLToPath(new URL("../../infra/clickhouse/migrations/", import.meta.url));
+
+export interface Migration {
+  version: number;
+  name: string;
+  checksum: string;
+  statements: Statement[];
+}
+
+export interface Statement {
+  sql: string;
+  /** Run only on servers at or above this version (`-- @requires clickhouse >= X.Y`). */
+  minVersion?: number[];
+}
+
+const FILE_NAME = /^(\d{4})_([a-z0-9_]+)\.sql$/;
+const REQUIRES = /^--\s*@requires\s+clickhouse\s*>=\s*([\d.]+)\s*$/;
+
+/** Splits a migration file into statements; a `-- @requires` line gates the next statement. */
+export function parseMigration(fileName: string, text: string): Migration {
+  const match = FILE_NAME.exec(fileName);
+  if (!match?.[1] || !match[2]) {
+    throw new AppError("migration_failed", `migration file ${fileName} is not named NNNN_name.sql`);
+  }
+  const statements: Statement[] = [];
+  let pending: string[] = [];
+  let minVersion: number[] | undefined;
+  for (const line of text.split("\n")) {
+    const trimmed = line.trim();
+    const requires = REQUIRES.exec(trimmed);
+    if (requires?.[1]) {
+      minVersion = parseVersion(requires[1]);
+      continue;
+    }
+    if (trimmed.startsWith("--") || (trimmed === "" && pending.length === 0)) continue;
+    pending.push(line);
+    if (trimmed.endsWith(";")) {
+      const sql = pending.join("\n").trim().replace(/;$/, "");
+      statements.push(minVersion ? { sql, minVersion } : { sql });
+      pending = [];
+      minVersion = undefined;
+    }
+  }
+  if (pending.join("").trim() !== "") {
+    throw new AppError("migration_failed", `migration ${fileName} ends with a statement that has no closing ';'`);
+  }
+  return {
+    version: Number(match[1]),
+    name: match[2],
+    checksum: createHash("sha256").update(text).digest("hex"),
+    statements,
+  };
+}
+
+export async function loadMigrations(dir: string = MIGRATIONS_DIR): Promise<Migration[]> {
+  const files = (await readdir(dir)).filter((f) => f.endsWith(".sql")).sort();
+  const migrations = await Promise.all(files.map(async (f) => parseMigration(f, await readFile(join(dir, f), "utf8"))));
+  const seen = new Set<number>();
+  for (const m of migrations) {
+    if (seen.has(m.version)) throw new AppError("migration_failed", `two migrations share version ${m.version}`);
+    seen.add(m.version);
+  }
+  return migrations;
+}
+
+export interface MigrationReport {
+  applied: string[];
+  alreadyApplied: string[];
+  /** Statements skipped because the server is older than their `@requires`. */
+  skippedStatements: number;
+}
+
+interface AppliedRow {
+  version: number;
+  name: string;
+  checksum: string;
+}
+
+/**
+ * Brings `connection.database` up to date: creates it if missing, applies every migration
+ * not yet recorded in `schema_migrations`, in version order, and records each one. Safe to
+ * run again. A migration whose file changed after it was applied is an error, not a re-run.
+ * One runner at a time per database (start-up of one service, or the deploy step).
+ */
+export async function runMigrations(
+  connection: ClickHouseConnection,
+  options: { dir?: string; logger?: Logger } = {},
+): Promise<MigrationReport> {
+  const migrations = await loadMigrations(options.dir);
+  const bootstrap = createClickHouse({ ...connection, database: "default" });
+  try {
+    await bootstrap.command({ query: `CREATE DATABASE IF NOT EXISTS ${connection.database}` });
+  } finally {
+    await bootstrap.close();
+  }
+  const client = createClickHouse(connection);
+  try {
+    return await applyPending(client, migrations, options.logger);
+  } finally {
+    await client.close();
+  }
+}
+
+async function applyPending(
+  client: ClickHouseClient,
+  migrations: Migration[],
+  logger?: Logger,
+): Promise<MigrationReport> {
+  await client.command({
+    query: `CREATE TABLE IF NOT EXISTS schema_migrations
+      (version UInt32, name String, checksum String, applied_at DateTime('UTC'))
+      ENGINE = MergeTree() ORDER BY version`,
+  });
+  const result = await client.query({
+    query: "SELECT version, name, checksum FROM schema_migrations ORDER BY version",
+    format: "JSONEachRow",
+  });
+  const applied = new Map((await result.json<AppliedRow>()).map((row) => [Number(row.version), row]));
+  const version = await serverVersion(client);
+  const report: MigrationReport = { applied: [], alreadyApplied: [], skippedStatements: 0 };
+
+  for (const migration of migrations) {
+    const label = `${String(migration.version).padStart(4, "0")}_${migration.name}`;
+    const previous = applied.get(migration.version);
+    if (previous) {
+      if (previous.checksum !== migration.checksum) {
+        throw new AppError(
+          "migration_failed",
+          `migration ${label} was changed after it was applied; add a new migration instead of editing it`,
+        );
+      }
+      report.alreadyApplied.push(label);
+      continue;
+    }
+    for (const statement of migration.statements) {
+      if (statement.minVersion && compareVersions(version, statement.minVersion) < 0) {
+        report.skippedStatements++;
+        continue;
+      }
+      try {
+        await client.command({ query: statement.sql });
+      } catch (error) {
+        const first = statement.sql.split("\n")[0];
+        throw new AppError("migration_failed", `migration ${label} failed at "${first}": ${(error as Error).message}`, {
+          cause: error,
+        });
+      }
+    }
+    await client.insert({
+      table: "schema_migrations",
+      values: [
+        {
+          version: migration.version,
+          name: migration.name,
+          checksum: migration.checksum,
+          applied_at: toDateTime(Date.now()),
+        },
+      ],
+      format: "JSONEachRow",
+    });
+    logger?.info({ migration: label }, "migration applied");
+    report.applied.push(label);
+  }
+  return report;
+}

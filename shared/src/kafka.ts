@@ -1,0 +1,50 @@
+import {
+  Kafka,
+  logLevel as KafkaLogLevel,
+  type LogEntry,
+  Partitioners,
+  type Producer,
+  type ProducerConfig,
+} from "kafkajs";
+import type { Logger } from "./logger";
+
+const LEVELS: Record<number, "error" | "warn" | "info" | "debug"> = {
+  [KafkaLogLevel.ERROR]: "error",
+  [KafkaLogLevel.WARN]: "warn",
+  [KafkaLogLevel.INFO]: "info",
+  [KafkaLogLevel.DEBUG]: "debug",
+};
+
+/** A kafkajs client whose own log lines go through the service's structured logger. */
+export function createKafka(brokers: string[], clientId: string, logger: Logger): Kafka {
+  return new Kafka({
+    clientId,
+    brokers,
+    // kafkajs logs at INFO on every rebalance; warnings and errors are what an operator needs.
+    logLevel: KafkaLogLevel.WARN,
+    logCreator:
+      () =>
+      ({ level, log }: LogEntry) => {
+        const { message, ...rest } = log;
+        logger[LEVELS[level] ?? "info"]({ kafka: rest }, message);
+      },
+    retry: { initialRetryTime: 200, retries: 8 },
+  });
+}
+
+/**
+ * An idempotent producer: the broker drops a batch it already has when kafkajs retries,
+ * so a retry never writes an event twice. Java-compatible murmur2 partitioning keeps a key
+ * on the same partition as any other client would put it.
+ */
+export function createIdempotentProducer(kafka: Kafka, options: Omit<ProducerConfig, "idempotent"> = {}): Producer {
+  return kafka.producer({
+    createPartitioner: Partitioners.DefaultPartitioner,
+    maxInFlightRequests: 5,
+    ...options,
+    idempotent: true,
+    // kafkajs warns that a bounded retry count "may invalidate EoS"; callers that must not
+    // block forever (the emitter) bound the time instead, with their own spool.
+    retry: { retries: Number.MAX_SAFE_INTEGER, maxRetryTime: 5_000, ...options.retry },
+  });
+}

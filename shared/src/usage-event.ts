@@ -1,0 +1,78 @@
+import { z } from "zod";
+
+/** The CloudEvents `type` of a request made with an API key. */
+export const USAGE_EVENT_TYPE = "api.request";
+
+/** Largest event, serialized, that the pipeline accepts (a usage event is ~400 bytes). */
+export const MAX_EVENT_BYTES = 16 * 1024;
+
+const RFC3339 = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:\d{2})$/;
+const KEY_ID = /^key_[A-Za-z0-9]{8,64}$/;
+
+const usageDataSchema = z.object({
+  method: z.string().regex(/^[A-Z]{1,16}$/, "expected an upper-case HTTP method"),
+  /** Templated route (`/v1/users/:id`), never the raw path: raw paths explode cardinality. */
+  route: z.string().min(1).max(256).startsWith("/", "expected a path template starting with /"),
+  status: z.number().int().min(100).max(599),
+  latency_ms: z.number().nonnegative().max(3_600_000),
+  request_bytes: z.number().int().nonnegative().default(0),
+  response_bytes: z.number().int().nonnegative().default(0),
+  /** Billable units; 0 for a request the gateway refused (recorded, not billed). */
+  units: z.number().int().nonnegative().max(1_000_000_000).default(1),
+  /** Filled in by gateways that know the key record; joins via `api_keys` otherwise. */
+  customer_id: z.string().max(128).default(""),
+  tier: z.string().max(64).default(""),
+});
+
+/** A usage event: CloudEvents 1.0 JSON, one per request made with an API key. */
+export const usageEventSchema = z.object({
+  specversion: z.literal("1.0"),
+  /** Unique per event within `source`: (source, id) is the dedup key. */
+  id: z.string().min(1).max(128),
+  /** The gateway that saw the request. */
+  source: z.string().min(1).max(256),
+  type: z.literal(USAGE_EVENT_TYPE),
+  /** The API key id (never the secret). */
+  subject: z.string().regex(KEY_ID, "expected a key id like key_XXXXXXXX (never the secret)"),
+  /** Event time, RFC 3339: usage counts in the period of this time. */
+  time: z
+    .string()
+    .regex(RFC3339, "expected an RFC 3339 timestamp")
+    .refine((value) => !Number.isNaN(Date.parse(value)), "not a real date"),
+  datacontenttype: z.literal("application/json").optional(),
+  data: usageDataSchema,
+});
+
+export type UsageEvent = z.infer<typeof usageEventSchema>;
+export type UsageEventInput = z.input<typeof usageEventSchema>;
+
+export type ParseResult = { ok: true; event: UsageEvent } | { ok: false; error: string };
+
+/** Validates one event; on failure the error names the field, e.g. `data.status: expected number`. */
+export function parseUsageEvent(input: unknown): ParseResult {
+  const result = usageEventSchema.safeParse(input);
+  if (result.success) return { ok: true, event: result.data };
+  return { ok: false, error: describeIssues(result.error) };
+}
+
+/** Parses raw bytes (a Kafka message value, an HTTP body) into a usage event. */
+export function parseUsageEventBytes(bytes: Buffer | string | null): ParseResult {
+  if (bytes === null) return { ok: false, error: "message has no value" };
+  const size = typeof bytes === "string" ? Buffer.byteLength(bytes) : bytes.length;
+  if (size > MAX_EVENT_BYTES)
+    return { ok: false, error: `event is ${size} bytes, over the ${MAX_EVENT_BYTES}-byte limit` };
+  let json: unknown;
+  try {
+    json = JSON.parse(bytes.toString());
+  } catch (error) {
+    return { ok: false, error: `not valid JSON (${(error as Error).message})` };
+  }
+  return parseUsageEvent(json);
+}
+
+/** `field.path: message` for each issue, joined with "; ". */
+export function describeIssues(error: z.ZodError): string {
+  return error.issues
+    .map((issue) => `${issue.path.length ? issue.path.join(".") : "(event)"}: ${issue.message}`)
+    .join("; ");
+}

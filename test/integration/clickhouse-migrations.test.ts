@@ -1,0 +1,117 @@
+import { mkdtemp, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import {
+  type ClickHouseConnection,
+  createClickHouse,
+  loadMigrations,
+  runMigrations,
+  toDateTime,
+} from "@keymeter/shared";
+import { afterAll, describe, expect, it } from "vitest";
+import { services, uniqueName } from "../support/services";
+
+function connection(database: string): ClickHouseConnection {
+  return { url: services().clickhouseUrl, username: "default", password: "", database };
+}
+
+const databases: string[] = [];
+function freshDatabase(): string {
+  const name = uniqueName("mig");
+  databases.push(name);
+  return name;
+}
+
+afterAll(async () => {
+  const admin = createClickHouse(connection("default"));
+  for (const db of databases) await admin.command({ query: `DROP DATABASE IF EXISTS ${db}` });
+  await admin.close();
+});
+
+describe("ClickHouse migrations (real server)", () => {
+  it("applies every migration once and is a no-op the second time", async () => {
+    const db = freshDatabase();
+    const all = (await loadMigrations()).length;
+    const first = await runMigrations(connection(db));
+    expect(first.applied).toHaveLength(all);
+    const second = await runMigrations(connection(db));
+    expect(second.applied).toEqual([]);
+    expect(second.alreadyApplied).toEqual(first.applied);
+
+    const client = createClickHouse(connection(db));
+    const recorded = await (
+      await client.query({ query: "SELECT count() AS n FROM schema_migrations", format: "JSONEachRow" })
+    ).json<{ n: string }>();
+    expect(Number(recorded[0]?.n)).toBe(all);
+    await client.close();
+  });
+
+  it("creates the raw table, rollups and the offset view that one INSERT feeds", async () => {
+    const db = freshDatabase();
+    await runMigrations(connection(db));
+    const client = createClickHouse(connection(db));
+    const row = (offset: number, status: number, units: number) => ({
+      event_id: `e${offset}`,
+      source: "gw",
+      key_id: "key_abcdefgh",
+      customer_id: "cus_1",
+      tier: "free",
+      event_time: toDateTime(Date.parse("2026-11-30T23:30:00Z")),
+      method: "GET",
+      route: "/v1/things",
+      status,
+      latency_ms: 5,
+      request_bytes: 1,
+      response_bytes: 2,
+      units,
+      kafka_topic: "usage.events",
+      kafka_partition: 2,
+      kafka_offset: offset,
+      ingested_at: toDateTime(Date.now()),
+    });
+    await client.insert({
+      table: "usage_events",
+      values: [row(10, 200, 1), row(11, 200, 3), row(12, 429, 0)],
+      format: "JSONEachRow",
+    });
+
+    const query = async <T>(sql: string) => (await client.query({ query: sql, format: "JSONEachRow" })).json<T>();
+    const offsets = await query<{ p: number; max: string }>(
+      "SELECT kafka_partition AS p, maxMerge(max_offset) AS max FROM ingest_offsets GROUP BY kafka_partition",
+    );
+    expect(offsets).toEqual([{ p: 2, max: "12" }]);
+    const monthly = await query<{ month: string; status_class: number; requests: string; units: string }>(
+      "SELECT month, status_class, sum(requests) AS requests, sum(units) AS units FROM usage_monthly GROUP BY month, status_class ORDER BY status_class",
+    );
+    expect(monthly).toEqual([
+      { month: "2026-11-01", status_class: 2, requests: "2", units: "4" },
+      { month: "2026-11-01", status_class: 4, requests: "1", units: "0" },
+    ]);
+    await client.close();
+  });
+
+  it("refuses a migration that was edited after it was applied", async () => {
+    const db = freshDatabase();
+    const dir = await mkdtemp(join(tmpdir(), "migrations-"));
+    await writeFile(join(dir, "0001_t.sql"), "CREATE TABLE IF NOT EXISTS t (x UInt8) ENGINE = Memory;\n");
+    await runMigrations(connection(db), { dir });
+    await writeFile(join(dir, "0001_t.sql"), "CREATE TABLE IF NOT EXISTS t (x UInt16) ENGINE = Memory;\n");
+    await expect(runMigrations(connection(db), { dir })).rejects.toThrow("0001_t was changed after it was applied");
+  });
+
+  it("skips statements gated on a newer server and names a failing statement", async () => {
+    const db = freshDatabase();
+    const dir = await mkdtemp(join(tmpdir(), "migrations-"));
+    await writeFile(
+      join(dir, "0001_gate.sql"),
+      "CREATE TABLE IF NOT EXISTS g (x UInt8) ENGINE = Memory;\n-- @requires clickhouse >= 999.0\nTHIS IS NOT SQL;\n",
+    );
+    const report = await runMigrations(connection(db), { dir });
+    expect(report.skippedStatements).toBe(1);
+
+    await writeFile(join(dir, "0002_broken.sql"), "CREATE TABLE nonsense;\n");
+    await expect(runMigrations(connection(db), { dir })).rejects.toThrow(
+      'migration 0002_broken failed at "CREATE TABLE nonsense"',
+    );
+  });
+});

@@ -1,0 +1,116 @@
+import { spawnSync } from "node:child_process";
+import { mkdtempSync, readFileSync } from "node:fs";
+import { createServer, type Server } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterEach, describe, expect, it } from "vitest";
+import { parse } from "yaml";
+
+const SCRIPT = join(import.meta.dirname, "../../infra/local/services.sh");
+
+/** Runs services.sh against a throw-away data folder and free ports, so the shared services are untouched. */
+function runScript(args: string[], env: Record<string, string>) {
+  const result = spawnSync("bash", [SCRIPT, ...args], {
+    env: { ...process.env, ...env },
+    encoding: "utf8",
+    timeout: 60_000,
+  });
+  return { code: result.status, stdout: result.stdout, stderr: result.stderr };
+}
+
+function freePort(): Promise<number> {
+  return new Promise((resolve) => {
+    const server = createServer().listen(0, "127.0.0.1", () => {
+      const address = server.address();
+      server.close(() => resolve(typeof address === "object" && address ? address.port : 0));
+    });
+  });
+}
+
+const cleanups: Array<() => void> = [];
+afterEach(() => {
+  for (const cleanup of cleanups.splice(0)) cleanup();
+});
+
+async function isolatedEnv(): Promise<Record<string, string>> {
+  const env = {
+    KEYMETER_DATA_DIR: mkdtempSync(join(tmpdir(), "keymeter-data-")),
+    REDIS_PORT: String(await freePort()),
+    CLICKHOUSE_HTTP_PORT: String(await freePort()),
+    CLICKHOUSE_TCP_PORT: String(await freePort()),
+  };
+  cleanups.push(() => runScript(["down"], env));
+  return env;
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+describe("infra/local/services.sh", () => {
+  it("is harmless to start twice and leaves no process after down", async () => {
+    const env = await isolatedEnv();
+    expect(runScript(["up", "redis"], env).code).toBe(0);
+    const pid = Number(readFileSync(join(env.KEYMETER_DATA_DIR as string, "redis/pid"), "utf8"));
+    expect(alive(pid)).toBe(true);
+
+    const again = runScript(["up", "redis"], env);
+    expect(again.code).toBe(0);
+    expect(Number(readFileSync(join(env.KEYMETER_DATA_DIR as string, "redis/pid"), "utf8"))).toBe(pid);
+
+    expect(runScript(["down", "redis"], env).stdout).toContain("redis stopped");
+    expect(alive(pid)).toBe(false);
+    expect(runScript(["status", "redis"], env).stdout.trim()).toBe("redis: stopped");
+  });
+
+  it("names a port held by another process in one line", async () => {
+    const env = await isolatedEnv();
+    const squatter: Server = await new Promise((resolve) => {
+      const server = createServer().listen(Number(env.REDIS_PORT), "127.0.0.1", () => resolve(server));
+    });
+    cleanups.push(() => squatter.close());
+    const result = runScript(["up", "redis"], env);
+    expect(result.code).toBe(1);
+    expect(result.stderr).toBe(
+      `services: port ${env.REDIS_PORT} for redis is already in use by another process (set REDIS_PORT to another port, or stop that process)\n`,
+    );
+  });
+
+  it("names a malformed variable", async () => {
+    const result = runScript(["up"], { ...(await isolatedEnv()), KAFKA_PORT: "nine" });
+    expect(result.code).toBe(1);
+    expect(result.stderr).toBe("services: KAFKA_PORT must be a whole number, got 'nine'\n");
+  });
+
+  it("says which service did not come up in time", async () => {
+    const env = { ...(await isolatedEnv()), KEYMETER_START_TIMEOUT_S: "0" };
+    const result = runScript(["up", "clickhouse"], env);
+    expect(result.code).toBe(1);
+    expect(result.stderr).toMatch(/^services: clickhouse did not become healthy within 0s \(log: .+\)\n$/);
+  });
+});
+
+describe("docker-compose.yml", () => {
+  it("parses and names every service the local scripts start", () => {
+    const compose = parse(readFileSync(join(import.meta.dirname, "../../docker-compose.yml"), "utf8")) as {
+      services: Record<string, { image?: string; ports?: string[] }>;
+    };
+    const status = runScript(["status"], { KEYMETER_DATA_DIR: mkdtempSync(join(tmpdir(), "keymeter-data-")) });
+    const localServices = status.stdout
+      .trim()
+      .split("\n")
+      .map((line) => line.split(":")[0]);
+    expect(localServices).toEqual(["redis", "clickhouse", "kafka", "stripe-mock"]);
+    for (const name of localServices) expect(Object.keys(compose.services)).toContain(name);
+    expect(compose.services.kafka?.image).toBe("apache/kafka:3.9.1");
+    // Published on loopback only, like the local scripts.
+    for (const service of Object.values(compose.services)) {
+      for (const port of service.ports ?? []) expect(port).toMatch(/^127\.0\.0\.1:/);
+    }
+  });
+});
