@@ -2,6 +2,7 @@ export * from "./clickhouse";
 export * from "./clickhouse-migrations";
 export * from "./config";
 export * from "./errors";
+export * from "./event-sink";
 export * from "./kafka";
 export * from "./kafka-topics";
 export * from "./listen";
