@@ -103,6 +103,12 @@ export async function runMigrations(
   connection: ClickHouseConnection,
   options: { dir?: string; logger?: Logger } = {},
 ): Promise<MigrationReport> {
+  if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(connection.database)) {
+    throw new AppError(
+      "migration_failed",
+      `database name ${JSON.stringify(connection.database)} is not a plain identifier`,
+    );
+  }
   const migrations = await loadMigrations(options.dir);
   const bootstrap = createClickHouse({ ...connection, database: "default" });
   try {

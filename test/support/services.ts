@@ -20,7 +20,7 @@ export function services(): ServiceAddresses {
   return inject("services");
 }
 
-/** A name no other test uses: for topics, databases, queues and Redis key prefixes. */
+/** A name no other test uses, valid as a topic, database, queue or Redis key prefix. */
 export function uniqueName(label: string): string {
-  return `t_${label}_${Date.now().toString(36)}_${randomBytes(3).toString("hex")}`;
+  return `t_${label.replace(/[^A-Za-z0-9]/g, "_")}_${Date.now().toString(36)}_${randomBytes(3).toString("hex")}`;
 }

@@ -1,0 +1,241 @@
+import {
+  type ClickHouseClient,
+  createIdempotentProducer,
+  type Logger,
+  parseUsageEventBytes,
+  type Redis,
+  type Topics,
+  toDateTime,
+} from "@keymeter/shared";
+import type { Consumer, EachBatchPayload, Kafka, Producer } from "kafkajs";
+import { DedupWindow } from "./dedup-window";
+import { AggregatorMetrics } from "./metrics";
+import { OffsetStore } from "./offset-store";
+import { toUsageRow, type UsageRow } from "./usage-rows";
+import { ClickHouseUsageStore, type UsageStore } from "./usage-store";
+
+export interface AggregatorOptions {
+  kafka: Kafka;
+  clickhouse: ClickHouseClient;
+  redis: Redis;
+  topics: Topics;
+  groupId: string;
+  logger: Logger;
+  dedupWindowSeconds: number;
+  dedupKeyPrefix: string;
+  concurrency?: number;
+  fetchBytesPerPartition?: number;
+  /** Replaces the ClickHouse store (tests of back-pressure use a store that fails on demand). */
+  store?: UsageStore;
+  metrics?: AggregatorMetrics;
+  /** Longest wait between insert retries while ClickHouse is down. */
+  maxRetryDelayMs?: number;
+}
+
+/** A batch abandoned because its partition moved to another consumer during a rebalance. */
+class PartitionRevoked extends Error {}
+
+/**
+ * Consumes usage events into ClickHouse exactly once (DESIGN.md, correctness rules 1-2):
+ *
+ * 1. On each (re)assignment, the last stored offset per partition is read from ClickHouse;
+ *    messages at or below it are skipped, so a batch is never stored twice.
+ * 2. Each batch is validated (bad events go to the DLQ with the reason), deduplicated on
+ *    (source, id) within a window, and inserted with its partition and offsets in one INSERT.
+ * 3. Only then are ids marked in the dedup window and the Kafka offset committed.
+ *
+ * While ClickHouse is unavailable the partition is paused and the insert retried with
+ * back-off; nothing is buffered beyond the batch in hand.
+ */
+export class Aggregator {
+  readonly metrics: AggregatorMetrics;
+  private readonly consumer: Consumer;
+  private readonly deadLetter: Producer;
+  private readonly store: UsageStore;
+  private readonly offsets: OffsetStore;
+  private readonly dedup: DedupWindow;
+  /** Last offset stored in ClickHouse, per partition; reloaded after every rebalance. */
+  private stored: Promise<Map<number, bigint>> | undefined;
+
+  constructor(private readonly options: AggregatorOptions) {
+    this.metrics = options.metrics ?? new AggregatorMetrics();
+    this.consumer = options.kafka.consumer({
+      groupId: options.groupId,
+      maxBytesPerPartition: options.fetchBytesPerPartition ?? 8 * 1024 * 1024,
+      maxBytes: 4 * (options.fetchBytesPerPartition ?? 8 * 1024 * 1024),
+      maxWaitTimeInMs: 100,
+      sessionTimeout: 30_000,
+      heartbeatInterval: 3_000,
+    });
+    this.deadLetter = createIdempotentProducer(options.kafka);
+    this.store = options.store ?? new ClickHouseUsageStore(options.clickhouse);
+    this.offsets = new OffsetStore(options.clickhouse);
+    this.dedup = new DedupWindow(options.redis, {
+      windowSeconds: options.dedupWindowSeconds,
+      keyPrefix: `${options.dedupKeyPrefix}${options.topics.events}:`,
+    });
+    // A new assignment may include partitions another instance wrote to since we last looked.
+    this.consumer.on(this.consumer.events.GROUP_JOIN, (event) => {
+      this.stored = undefined;
+      options.logger.info({ assignment: event.payload.memberAssignment }, "partitions assigned");
+    });
+    this.consumer.on(this.consumer.events.CRASH, (event) => {
+      options.logger.error({ err: event.payload.error, restart: event.payload.restart }, "consumer crashed");
+    });
+  }
+
+  async start(): Promise<void> {
+    await this.deadLetter.connect();
+    await this.consumer.connect();
+    await this.consumer.subscribe({ topic: this.options.topics.events, fromBeginning: true });
+    await this.consumer.run({
+      eachBatchAutoResolve: false,
+      autoCommit: true,
+      partitionsConsumedConcurrently: this.options.concurrency ?? 3,
+      eachBatch: (payload) => this.handleBatch(payload),
+    });
+  }
+
+  /** Stops after the batches in hand are stored and committed. */
+  async stop(): Promise<void> {
+    await this.consumer.disconnect();
+    await this.deadLetter.disconnect();
+  }
+
+  private async lastStored(partition: number): Promise<bigint> {
+    this.stored ??= this.offsets.lastStoredOffsets(this.options.topics.events).catch((error) => {
+      this.stored = undefined;
+      throw error;
+    });
+    return (await this.stored).get(partition) ?? -1n;
+  }
+
+  private async handleBatch(payload: EachBatchPayload): Promise<void> {
+    const { batch, resolveOffset, heartbeat, commitOffsetsIfNecessary } = payload;
+    const last = batch.messages.at(-1);
+    if (!last) return;
+    const { topic, partition } = batch;
+    this.metrics.consumed.inc(batch.messages.length);
+
+    const alreadyStored = await this.withRetry(payload, "read stored offsets", () => this.lastStored(partition));
+    const ingestedAt = toDateTime(Date.now());
+    const rows: UsageRow[] = [];
+    const members: string[] = [];
+    const storedMembers: string[] = [];
+    const invalid: Array<{ offset: string; value: Buffer | null; key: Buffer | null; reason: string }> = [];
+    const inBatch = new Set<string>();
+    let skipped = 0;
+
+    for (const message of batch.messages) {
+      const parsed = parseUsageEventBytes(message.value);
+      const isStored = BigInt(message.offset) <= alreadyStored;
+      if (!parsed.ok) {
+        if (!isStored)
+          invalid.push({ offset: message.offset, value: message.value, key: message.key, reason: parsed.error });
+        continue;
+      }
+      const member = DedupWindow.member(parsed.event.source, parsed.event.id);
+      if (isStored) {
+        // Counted before a crash or rebalance; mark it in case that happened before the marking.
+        storedMembers.push(member);
+        skipped++;
+        continue;
+      }
+      if (inBatch.has(member)) {
+        this.metrics.duplicates.inc();
+        continue;
+      }
+      inBatch.add(member);
+      members.push(member);
+      rows.push(toUsageRow(parsed.event, { topic, partition, offset: message.offset }, ingestedAt));
+    }
+    this.metrics.skipped.inc(skipped);
+
+    if (invalid.length > 0) await this.sendToDeadLetter(topic, partition, invalid);
+
+    const duplicates = await this.withRetry(payload, "check the dedup window", () => this.dedup.seen(members));
+    const fresh = duplicates.size === 0 ? rows : rows.filter((_, i) => !duplicates.has(members[i] ?? ""));
+    this.metrics.duplicates.inc(rows.length - fresh.length);
+
+    await this.withRetry(payload, "insert into ClickHouse", async () => {
+      const timer = this.metrics.insertSeconds.startTimer();
+      await this.store.insert(fresh);
+      timer();
+    });
+    this.metrics.inserted.inc(fresh.length);
+    if (fresh.length > 0) {
+      const stored = await this.stored;
+      stored?.set(partition, BigInt(fresh.at(-1)?.kafka_offset ?? alreadyStored));
+    }
+
+    const toMark = [...storedMembers, ...members.filter((m) => !duplicates.has(m))];
+    await this.withRetry(payload, "mark ids in the dedup window", () => this.dedup.mark(toMark));
+    resolveOffset(last.offset);
+    await commitOffsetsIfNecessary();
+    this.metrics.lag.set({ partition: String(partition) }, Number(batch.offsetLag()));
+    await heartbeat();
+  }
+
+  private async sendToDeadLetter(
+    topic: string,
+    partition: number,
+    invalid: Array<{ offset: string; value: Buffer | null; key: Buffer | null; reason: string }>,
+  ): Promise<void> {
+    // At least once: a crash before the INSERT re-sends these; the headers identify duplicates.
+    await this.deadLetter.send({
+      topic: this.options.topics.deadLetter,
+      acks: -1,
+      messages: invalid.map((m) => ({
+        key: m.key,
+        value: m.value,
+        headers: {
+          "x-error": m.reason,
+          "x-source-topic": topic,
+          "x-source-partition": String(partition),
+          "x-source-offset": m.offset,
+        },
+      })),
+    });
+    this.metrics.deadLettered.inc(invalid.length);
+    this.options.logger.warn(
+      { partition, count: invalid.length, first: invalid[0]?.reason },
+      "invalid events sent to the DLQ",
+    );
+  }
+
+  /**
+   * Runs `action` until it succeeds. Between attempts the partition is paused (no new
+   * fetches for it) and the consumer keeps heart-beating; a rebalance abandons the batch,
+   * uncommitted, for the partition's next owner.
+   */
+  private async withRetry<T>(payload: EachBatchPayload, what: string, action: () => Promise<T>): Promise<T> {
+    let delay = 100;
+    let resume: (() => void) | undefined;
+    try {
+      for (let attempt = 1; ; attempt++) {
+        try {
+          return await action();
+        } catch (error) {
+          if (!payload.isRunning() || payload.isStale()) throw new PartitionRevoked("consumer stopping");
+          this.metrics.insertFailures.inc();
+          if (!resume) {
+            resume = payload.pause();
+            this.metrics.paused.inc();
+          }
+          this.options.logger.warn(
+            { partition: payload.batch.partition, attempt, err: (error as Error).message },
+            `could not ${what}; partition paused, retrying`,
+          );
+          await new Promise((r) => setTimeout(r, delay));
+          delay = Math.min(delay * 2, this.options.maxRetryDelayMs ?? 5_000);
+          await payload.heartbeat();
+        }
+      }
+    } finally {
+      if (resume) {
+        resume();
+        this.metrics.paused.dec();
+      }
+    }
+  }
+}

@@ -1,0 +1,23 @@
+import { env, storesConfigSchema } from "@keymeter/shared";
+import { z } from "zod";
+
+export const aggregatorConfigSchema = storesConfigSchema.extend({
+  AGGREGATOR_GROUP_ID: z.string().min(1).default("keymeter-aggregator"),
+  /** Prefix of the Kafka topic names (`<prefix>usage.events`); empty in production. */
+  KAFKA_TOPIC_PREFIX: z.string().default(""),
+  /** Partitions of usage.events when this instance creates it. */
+  KAFKA_EVENT_PARTITIONS: env.positiveInt().default(6),
+  /** Batches handled at once (one per partition): overlaps ClickHouse inserts. */
+  AGGREGATOR_CONCURRENCY: env.positiveInt().default(3),
+  /** Bytes fetched per partition per request: a batch of ~400-byte events is this / 400. */
+  AGGREGATOR_FETCH_BYTES_PER_PARTITION: env.positiveInt().default(8 * 1024 * 1024),
+  /** How long a producer retry with the same (source, id) is recognised as a duplicate. */
+  DEDUP_WINDOW_SECONDS: env.positiveInt().default(600),
+  /** Redis key prefix of the dedup window. */
+  DEDUP_KEY_PREFIX: z.string().default("dedup:"),
+  METRICS_HOST: z.string().default("127.0.0.1"),
+  /** Port of /metrics and /healthz; 0 picks a free one. */
+  METRICS_PORT: env.port().default(9464),
+});
+
+export type AggregatorConfig = z.infer<typeof aggregatorConfigSchema>;

@@ -1,0 +1,5 @@
+export { Aggregator, type AggregatorOptions } from "./aggregator";
+export { type AggregatorConfig, aggregatorConfigSchema } from "./config";
+export { DedupWindow } from "./dedup-window";
+export { AggregatorMetrics } from "./metrics";
+export type { UsageStore } from "./usage-store";

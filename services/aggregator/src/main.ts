@@ -1,0 +1,68 @@
+import { createServer } from "node:http";
+import {
+  clickHouseConnection,
+  createClickHouse,
+  createKafka,
+  createLogger,
+  createRedis,
+  ensureTopics,
+  listen,
+  parseConfig,
+  runMigrations,
+  runService,
+  topicNames,
+} from "@keymeter/shared";
+import { Aggregator } from "./aggregator";
+import { aggregatorConfigSchema } from "./config";
+
+runService("aggregator", async () => {
+  const config = parseConfig(aggregatorConfigSchema);
+  const logger = createLogger("aggregator", config.LOG_LEVEL);
+  const connection = clickHouseConnection(config);
+  await runMigrations(connection, { logger });
+  const clickhouse = createClickHouse(connection);
+  const redis = createRedis(config.REDIS_URL);
+  const kafka = createKafka(config.KAFKA_BROKERS, "keymeter-aggregator", logger);
+  const topics = topicNames(config.KAFKA_TOPIC_PREFIX);
+  const admin = kafka.admin();
+  await admin.connect();
+  await ensureTopics(admin, topics, { partitions: config.KAFKA_EVENT_PARTITIONS });
+  await admin.disconnect();
+
+  const aggregator = new Aggregator({
+    kafka,
+    clickhouse,
+    redis,
+    topics,
+    groupId: config.AGGREGATOR_GROUP_ID,
+    logger,
+    dedupWindowSeconds: config.DEDUP_WINDOW_SECONDS,
+    dedupKeyPrefix: config.DEDUP_KEY_PREFIX,
+    concurrency: config.AGGREGATOR_CONCURRENCY,
+    fetchBytesPerPartition: config.AGGREGATOR_FETCH_BYTES_PER_PARTITION,
+  });
+
+  const metricsServer = createServer((req, res) => {
+    if (req.url === "/metrics") {
+      aggregator.metrics.registry.metrics().then(
+        (body) => res.writeHead(200, { "content-type": aggregator.metrics.registry.contentType }).end(body),
+        () => res.writeHead(500).end(),
+      );
+    } else if (req.url === "/healthz") {
+      res.writeHead(200, { "content-type": "text/plain" }).end("ok");
+    } else {
+      res.writeHead(404).end();
+    }
+  });
+  const port = await listen(metricsServer, config.METRICS_HOST, config.METRICS_PORT, "METRICS_PORT");
+  await aggregator.start();
+  logger.info({ topic: topics.events, group: config.AGGREGATOR_GROUP_ID, metricsPort: port }, "aggregator started");
+
+  return async () => {
+    logger.info("stopping: finishing the batches in hand");
+    await aggregator.stop();
+    metricsServer.close();
+    await clickhouse.close();
+    redis.disconnect();
+  };
+});

@@ -1,0 +1,101 @@
+import { Aggregator } from "@keymeter/aggregator";
+import { createIdempotentProducer } from "@keymeter/shared";
+import { afterEach, describe, expect, it } from "vitest";
+import { createTestPipeline, type TestPipeline, usageEvent } from "../support/pipeline";
+import { waitFor } from "../support/wait";
+
+const cleanups: Array<() => Promise<void>> = [];
+afterEach(async () => {
+  for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
+});
+
+async function startAggregator(pipeline: TestPipeline, groupId = `${pipeline.name}-group`): Promise<Aggregator> {
+  const aggregator = new Aggregator({
+    kafka: pipeline.kafka,
+    clickhouse: pipeline.clickhouse,
+    redis: pipeline.redis,
+    topics: pipeline.topics,
+    groupId,
+    logger: pipeline.logger,
+    dedupWindowSeconds: 600,
+    dedupKeyPrefix: pipeline.dedupKeyPrefix,
+  });
+  await aggregator.start();
+  cleanups.push(() => aggregator.stop());
+  return aggregator;
+}
+
+async function produce(pipeline: TestPipeline, values: Array<{ key: string; value: string }>): Promise<void> {
+  const producer = createIdempotentProducer(pipeline.kafka);
+  await producer.connect();
+  await producer.send({ topic: pipeline.topics.events, acks: -1, messages: values });
+  await producer.disconnect();
+}
+
+describe("aggregator: Kafka -> ClickHouse", () => {
+  it("counts exactly the distinct valid events; duplicates dropped, malformed ones in the DLQ with a reason", async () => {
+    const pipeline = await createTestPipeline("agg");
+    cleanups.push(() => pipeline.close());
+    const valid = Array.from({ length: 500 }, () => usageEvent());
+    const retries = valid.slice(0, 120); // the same events again, as a producer retry would send them
+    const malformed = [
+      { key: "key_bad00001", value: "{not json" },
+      { key: "key_bad00002", value: JSON.stringify({ ...usageEvent(), subject: "sk_live_secret" }) },
+      { key: "key_bad00003", value: JSON.stringify(usageEvent({}, { status: 42 })) },
+    ];
+    const encode = (e: (typeof valid)[number]) => ({ key: e.subject, value: JSON.stringify(e) });
+    await produce(pipeline, [...valid.map(encode), ...malformed.slice(0, 2)]);
+    const aggregator = await startAggregator(pipeline);
+    await waitFor("first events stored", async () => (await pipeline.rawRows()) === 500);
+    // Retries arrive in later batches, after their originals were stored and marked.
+    await produce(pipeline, [...retries.map(encode), malformed[2] ?? { key: "", value: "" }]);
+
+    const dlq: Array<{ value: string; error: string; offset: string }> = [];
+    const consumer = pipeline.kafka.consumer({ groupId: `${pipeline.name}-dlq-reader` });
+    await consumer.connect();
+    cleanups.push(() => consumer.disconnect());
+    await consumer.subscribe({ topic: pipeline.topics.deadLetter, fromBeginning: true });
+    await consumer.run({
+      eachMessage: async ({ message }) => {
+        dlq.push({
+          value: String(message.value),
+          error: String(message.headers?.["x-error"]),
+          offset: String(message.headers?.["x-source-offset"]),
+        });
+      },
+    });
+    await waitFor("3 DLQ messages", () => dlq.length === 3);
+    await waitFor("retries consumed", async () => (await aggregator.metrics.duplicates.get()).values[0]?.value === 120);
+
+    expect(await pipeline.countedRequests()).toBe(500);
+    expect(await pipeline.rawRows()).toBe(500);
+    const reasons = dlq.map((d) => d.error).sort();
+    expect(reasons).toEqual([
+      expect.stringContaining("data.status:"),
+      expect.stringContaining("not valid JSON"),
+      expect.stringContaining("subject:"),
+    ]);
+    expect(dlq.map((d) => d.value)).toContain("{not json");
+  });
+
+  it("resumes from the offsets stored in ClickHouse, not Kafka's committed offset", async () => {
+    const pipeline = await createTestPipeline("agg-resume", { partitions: 1 });
+    cleanups.push(() => pipeline.close());
+    const events = Array.from({ length: 200 }, () => usageEvent());
+    await produce(
+      pipeline,
+      events.map((e) => ({ key: e.subject, value: JSON.stringify(e) })),
+    );
+
+    // A first consumer group stores everything; a second group (no committed offsets: as if
+    // every commit had been lost in a crash) must store nothing more.
+    const first = await startAggregator(pipeline, `${pipeline.name}-a`);
+    await waitFor("200 rows", async () => (await pipeline.rawRows()) === 200);
+    await first.stop();
+    cleanups.pop();
+    const second = await startAggregator(pipeline, `${pipeline.name}-b`);
+    await waitFor("second group caught up", async () => (await second.metrics.skipped.get()).values[0]?.value === 200);
+    expect(await pipeline.rawRows()).toBe(200);
+    expect(await pipeline.countedRequests()).toBe(200);
+  });
+});

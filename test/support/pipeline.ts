@@ -1,0 +1,101 @@
+import {
+  type ClickHouseClient,
+  type ClickHouseConnection,
+  createClickHouse,
+  createKafka,
+  createLogger,
+  createRedis,
+  ensureTopics,
+  type Logger,
+  type Redis,
+  runMigrations,
+  type Topics,
+  topicNames,
+  type UsageEventInput,
+} from "@keymeter/shared";
+import type { Kafka } from "kafkajs";
+import { services, uniqueName } from "./services";
+
+/** Everything an ingest test needs, isolated: its own topics, database and Redis prefix. */
+export interface TestPipeline {
+  name: string;
+  kafka: Kafka;
+  topics: Topics;
+  connection: ClickHouseConnection;
+  clickhouse: ClickHouseClient;
+  redis: Redis;
+  logger: Logger;
+  dedupKeyPrefix: string;
+  /** Sum of `requests` in the monthly rollup (what a bill is computed from). */
+  countedRequests(): Promise<number>;
+  rawRows(): Promise<number>;
+  close(): Promise<void>;
+}
+
+export async function createTestPipeline(label: string, options: { partitions?: number } = {}): Promise<TestPipeline> {
+  const name = uniqueName(label);
+  const logger = createLogger("test", "silent");
+  const addresses = services();
+  const connection: ClickHouseConnection = {
+    url: addresses.clickhouseUrl,
+    username: "default",
+    password: "",
+    database: name,
+  };
+  await runMigrations(connection);
+  const clickhouse = createClickHouse(connection);
+  const redis = createRedis(addresses.redisUrl);
+  const kafka = createKafka(addresses.kafkaBrokers, name, logger);
+  const topics = topicNames(`${name}.`);
+  const admin = kafka.admin();
+  await admin.connect();
+  await ensureTopics(admin, topics, { partitions: options.partitions ?? 3 });
+
+  const scalar = async (sql: string) => {
+    const result = await clickhouse.query({ query: sql, format: "JSONEachRow" });
+    const [row] = await result.json<{ n: string | null }>();
+    return Number(row?.n ?? 0);
+  };
+  const dedupKeyPrefix = `${name}:dedup:`;
+  return {
+    name,
+    kafka,
+    topics,
+    connection,
+    clickhouse,
+    redis,
+    logger,
+    dedupKeyPrefix,
+    countedRequests: () => scalar("SELECT sum(requests) AS n FROM usage_monthly"),
+    rawRows: () => scalar("SELECT count() AS n FROM usage_events"),
+    async close() {
+      await admin.deleteTopics({ topics: [topics.events, topics.deadLetter] }).catch(() => undefined);
+      await admin.disconnect();
+      await clickhouse.command({ query: `DROP DATABASE IF EXISTS ${name}` });
+      await clickhouse.close();
+      const keys = await redis.keys(`${dedupKeyPrefix}*`);
+      if (keys.length > 0) await redis.del(...keys);
+      redis.disconnect();
+    },
+  };
+}
+
+let sequence = 0;
+
+/** A valid usage event; `overrides` may replace any field. */
+export function usageEvent(
+  overrides: Partial<UsageEventInput> = {},
+  data: Partial<UsageEventInput["data"]> = {},
+): UsageEventInput {
+  sequence++;
+  return {
+    specversion: "1.0",
+    id: `evt-${process.pid}-${Date.now().toString(36)}-${sequence}`,
+    source: "test-gateway",
+    type: "api.request",
+    subject: `key_test${String(sequence % 7).padStart(8, "0")}`,
+    time: new Date().toISOString(),
+    data: { method: "GET", route: "/v1/things/:id", status: 200, latency_ms: 3, ...data },
+    ...overrides,
+  };
+}
