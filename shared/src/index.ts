@@ -5,6 +5,7 @@ export * from "./emitter/disk-spool";
 export * from "./emitter/kafka-emitter";
 export * from "./errors";
 export * from "./event-sink";
+export * from "./http-error";
 export * from "./kafka";
 export * from "./kafka-topics";
 export * from "./listen";

@@ -1,0 +1,170 @@
+import { createHash, randomUUID, timingSafeEqual } from "node:crypto";
+import {
+  AppError,
+  describeIssues,
+  type Logger,
+  parseUsageEvent,
+  toErrorResponse,
+  USAGE_EVENT_TYPE,
+  type UsageEvent,
+} from "@keymeter/shared";
+import Fastify, { type FastifyInstance, type FastifyRequest } from "fastify";
+import type { EventPublisher } from "./event-publisher";
+import { kongLogSchema, kongLogToEvent } from "./kong-log";
+
+export interface IngestAppOptions {
+  publisher: EventPublisher;
+  tokens: string[];
+  logger: Logger;
+  maxBodyBytes: number;
+  maxBatchEvents: number;
+  kongSource: string;
+}
+
+interface Rejection {
+  index: number;
+  error: string;
+}
+
+const STRUCTURED = "application/cloudevents+json";
+const BATCH = "application/cloudevents-batch+json";
+
+/**
+ * The HTTP ingest API:
+ *   POST /v1/events  CloudEvents structured (one event), batch (an array) or binary (ce-* headers)
+ *   POST /v1/kong    Kong http-log payloads (one entry, or an array with max_batch_size > 1)
+ * Answers 202 with per-event errors once Kafka acknowledged the valid events; 400 when none
+ * is valid; 503 (retry with the same ids) when Kafka is unavailable.
+ */
+export function buildIngestApp(options: IngestAppOptions): FastifyInstance {
+  const app = Fastify({
+    bodyLimit: options.maxBodyBytes,
+    genReqId: () => randomUUID(),
+    logger: false,
+  });
+  const tokenDigests = options.tokens.map(digest);
+
+  app.addContentTypeParser([STRUCTURED, BATCH], { parseAs: "string" }, (_req, body, done) => {
+    try {
+      done(null, JSON.parse(String(body)));
+    } catch {
+      done(new AppError("bad_request", "body is not valid JSON"), undefined);
+    }
+  });
+
+  app.addHook("onRequest", async (request) => {
+    const header = request.headers.authorization ?? "";
+    const token = header.startsWith("Bearer ") ? header.slice(7) : "";
+    const presented = digest(token);
+    // Compare digests in constant time against every configured token.
+    const valid = tokenDigests.reduce((ok, expected) => timingSafeEqual(presented, expected) || ok, false);
+    if (!token || !valid)
+      throw new AppError("unauthenticated", "missing or wrong ingest token (Authorization: Bearer <token>)");
+  });
+
+  app.setErrorHandler((error, request, reply) => {
+    const mapped = mapFrameworkError(error);
+    const { status, body } = toErrorResponse(mapped, String(request.id));
+    if (status >= 500 && !(mapped instanceof AppError && mapped.retryable)) {
+      options.logger.error({ err: error, requestId: request.id }, "ingest request failed");
+    }
+    if (status === 503) reply.header("retry-after", "1");
+    return reply.status(status).send(body);
+  });
+
+  app.post("/v1/events", async (request, reply) => {
+    const [status, body] = await accept(eventsFromRequest(request).map(parseUsageEvent));
+    return reply.status(status).send(body);
+  });
+
+  app.post("/v1/kong", async (request, reply) => {
+    const entries = Array.isArray(request.body) ? request.body : [request.body];
+    const parsed = entries.map((raw) => {
+      const entry = kongLogSchema.safeParse(raw);
+      if (!entry.success) return { ok: false as const, error: describeIssues(entry.error) };
+      return parseUsageEvent(kongLogToEvent(entry.data, raw, options.kongSource));
+    });
+    const [status, body] = await accept(parsed);
+    return reply.status(status).send(body);
+  });
+
+  app.get("/healthz", async () => "ok");
+
+  function eventsFromRequest(request: FastifyRequest): unknown[] {
+    const contentType = (request.headers["content-type"] ?? "").split(";")[0]?.trim();
+    if (contentType === BATCH) {
+      if (!Array.isArray(request.body))
+        throw new AppError("bad_request", "a batch body must be a JSON array of events");
+      return request.body;
+    }
+    if (contentType === STRUCTURED) return [request.body];
+    if (request.headers["ce-specversion"] !== undefined) return [binaryModeEvent(request)];
+    throw new AppError(
+      "unsupported_media_type",
+      `send ${STRUCTURED}, ${BATCH}, or binary mode with ce-* headers (got ${contentType || "no content type"})`,
+    );
+  }
+
+  async function accept(results: ReturnType<typeof parseUsageEvent>[]): Promise<[number, unknown]> {
+    if (results.length > options.maxBatchEvents) {
+      throw new AppError(
+        "payload_too_large",
+        `at most ${options.maxBatchEvents} events per request, got ${results.length}`,
+      );
+    }
+    const accepted: UsageEvent[] = [];
+    const rejected: Rejection[] = [];
+    results.forEach((result, index) => {
+      if (result.ok) accepted.push(result.event);
+      else rejected.push({ index, error: result.error });
+    });
+    if (accepted.length === 0) {
+      return [
+        400,
+        { error: { code: "invalid_event", message: "no valid event in the request" }, accepted: 0, rejected },
+      ];
+    }
+    await options.publisher.publish(accepted);
+    return [202, { accepted: accepted.length, rejected }];
+  }
+
+  return app;
+}
+
+/** Binary content mode: attributes in ce-* headers, the body is the event's data. */
+function binaryModeEvent(request: FastifyRequest): unknown {
+  const header = (name: string) => {
+    const value = request.headers[`ce-${name}`];
+    return Array.isArray(value) ? value[0] : value;
+  };
+  return {
+    specversion: header("specversion"),
+    id: header("id"),
+    source: header("source"),
+    type: header("type") ?? USAGE_EVENT_TYPE,
+    subject: header("subject"),
+    time: header("time"),
+    data: request.body,
+  };
+}
+
+function digest(value: string): Buffer {
+  return createHash("sha256").update(value).digest();
+}
+
+/** Fastify's own errors (body too large, bad JSON, unknown media type) as AppErrors. */
+function mapFrameworkError(error: unknown): unknown {
+  if (error instanceof AppError) return error;
+  const code = (error as { code?: string }).code;
+  if (code === "FST_ERR_CTP_BODY_TOO_LARGE")
+    return new AppError("payload_too_large", "request body is over the size limit");
+  if (code === "FST_ERR_CTP_INVALID_MEDIA_TYPE")
+    return new AppError("unsupported_media_type", "unsupported content type");
+  if (code === "FST_ERR_CTP_INVALID_JSON_BODY" || code === "FST_ERR_CTP_EMPTY_JSON_BODY") {
+    return new AppError("bad_request", "body is not valid JSON");
+  }
+  const status = (error as { statusCode?: number }).statusCode;
+  if (status !== undefined && status >= 400 && status < 500)
+    return new AppError("bad_request", (error as Error).message);
+  return error;
+}

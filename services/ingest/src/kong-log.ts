@@ -1,0 +1,66 @@
+import { createHash } from "node:crypto";
+import type { UsageEventInput } from "@keymeter/shared";
+import { z } from "zod";
+
+/** The fields of Kong's http-log payload that a usage event needs (Kong 2.x/3.x). */
+export const kongLogSchema = z.object({
+  request: z.object({
+    method: z.string(),
+    uri: z.string(),
+    size: z.coerce.number().int().nonnegative().default(0),
+    id: z.string().optional(),
+  }),
+  response: z.object({
+    status: z.number().int(),
+    size: z.coerce.number().int().nonnegative().default(0),
+    headers: z.record(z.string(), z.unknown()).optional(),
+  }),
+  latencies: z.object({ request: z.number().nonnegative() }).partial().default({}),
+  started_at: z.number().int().positive(),
+  /** Set the Kong consumer's custom_id to the keymeter key id it stands for. */
+  consumer: z.object({ custom_id: z.string().optional(), username: z.string().optional() }).optional(),
+  route: z.object({ name: z.string().optional(), paths: z.array(z.string()).optional() }).optional(),
+});
+
+export type KongLog = z.infer<typeof kongLogSchema>;
+
+const ID_SEGMENT = /^(\d+|[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|[0-9a-f]{24,})$/i;
+
+/** `/v1/users/42?x=1` -> `/v1/users/:id`: keeps rollups per route, not per raw path. */
+export function templateRoute(uri: string): string {
+  const path = uri.split("?")[0] || "/";
+  return path
+    .split("/")
+    .map((segment) => (ID_SEGMENT.test(segment) ? ":id" : segment))
+    .join("/");
+}
+
+/**
+ * Maps one Kong http-log entry to a usage event. The event id is Kong's request id, or a
+ * hash of the entry so that a re-sent log entry gets the same id (and is deduplicated).
+ */
+export function kongLogToEvent(entry: KongLog, raw: unknown, source: string): UsageEventInput {
+  const requestId =
+    entry.request.id ??
+    (typeof entry.response.headers?.["x-kong-request-id"] === "string"
+      ? entry.response.headers["x-kong-request-id"]
+      : undefined) ??
+    createHash("sha256").update(JSON.stringify(raw)).digest("hex").slice(0, 32);
+  return {
+    specversion: "1.0",
+    id: requestId,
+    source,
+    type: "api.request",
+    subject: entry.consumer?.custom_id ?? "",
+    time: new Date(entry.started_at).toISOString(),
+    data: {
+      method: entry.request.method.toUpperCase(),
+      route: templateRoute(entry.request.uri),
+      status: entry.response.status,
+      latency_ms: entry.latencies.request ?? 0,
+      request_bytes: entry.request.size,
+      response_bytes: entry.response.size,
+      units: 1,
+    },
+  };
+}

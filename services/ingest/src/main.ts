@@ -1,0 +1,51 @@
+import {
+  AppError,
+  createIdempotentProducer,
+  createKafka,
+  createLogger,
+  ensureTopics,
+  parseConfig,
+  runService,
+  topicNames,
+} from "@keymeter/shared";
+import { buildIngestApp } from "./app";
+import { ingestConfigSchema } from "./config";
+import { KafkaEventPublisher } from "./event-publisher";
+
+runService("ingest", async () => {
+  const config = parseConfig(ingestConfigSchema);
+  const logger = createLogger("ingest", config.LOG_LEVEL);
+  const kafka = createKafka(config.KAFKA_BROKERS, "keymeter-ingest", logger);
+  const topics = topicNames(config.KAFKA_TOPIC_PREFIX);
+  const admin = kafka.admin();
+  await admin.connect();
+  await ensureTopics(admin, topics, { partitions: 6 });
+  await admin.disconnect();
+  const producer = createIdempotentProducer(kafka);
+  await producer.connect();
+
+  const app = buildIngestApp({
+    publisher: new KafkaEventPublisher(producer, topics.events),
+    tokens: config.INGEST_TOKENS,
+    logger,
+    maxBodyBytes: config.INGEST_MAX_BODY_BYTES,
+    maxBatchEvents: config.INGEST_MAX_BATCH_EVENTS,
+    kongSource: config.KONG_SOURCE,
+  });
+  try {
+    await app.listen({ host: config.INGEST_HOST, port: config.INGEST_PORT });
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === "EADDRINUSE") {
+      throw new AppError(
+        "port_in_use",
+        `port ${config.INGEST_PORT} is already in use (set INGEST_PORT to another port)`,
+      );
+    }
+    throw error;
+  }
+  logger.info({ port: config.INGEST_PORT, topic: topics.events }, "ingest listening");
+  return async () => {
+    await app.close();
+    await producer.disconnect();
+  };
+});

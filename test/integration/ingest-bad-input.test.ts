@@ -1,0 +1,118 @@
+import { KafkaEventPublisher } from "@keymeter/ingest";
+import { createIdempotentProducer, type UsageEvent } from "@keymeter/shared";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { INGEST_TOKEN, type IngestServer, startIngest } from "../support/ingest-server";
+import { createTestPipeline, type TestPipeline, usageEvent } from "../support/pipeline";
+
+describe("HTTP ingest: bad input and wrong credentials", () => {
+  let pipeline: TestPipeline;
+  let ingest: IngestServer;
+  const published: UsageEvent[][] = [];
+  beforeAll(async () => {
+    pipeline = await createTestPipeline("ingest_bad");
+    // Records what would reach Kafka, to prove refused requests publish nothing.
+    ingest = await startIngest(pipeline, {
+      publisher: { publish: async (events) => void published.push(events) },
+      maxBodyBytes: 4096,
+    });
+  });
+  afterAll(async () => {
+    await ingest.close();
+    await pipeline.close();
+  });
+
+  it("refuses a missing or wrong token with 401 and a JSON error", async () => {
+    const body = JSON.stringify(usageEvent());
+    for (const authorization of ["", "Bearer wrong-token", `Basic ${INGEST_TOKEN}`, INGEST_TOKEN]) {
+      const answer = await ingest.post("/v1/events", body, { authorization });
+      expect(answer.status).toBe(401);
+      expect(answer.json).toMatchObject({ error: { code: "unauthenticated", request_id: expect.any(String) } });
+    }
+    expect(published).toEqual([]);
+  });
+
+  it("names each invalid event and still accepts the valid ones", async () => {
+    published.length = 0;
+    const events = [
+      usageEvent({ id: "ok-1" }),
+      { ...usageEvent(), time: "not a time" },
+      usageEvent({}, { status: 1000 }),
+    ];
+    const answer = await ingest.post("/v1/events", JSON.stringify(events), {
+      "content-type": "application/cloudevents-batch+json",
+    });
+    expect(answer.status).toBe(202);
+    expect(answer.json).toEqual({
+      accepted: 1,
+      rejected: [
+        { index: 1, error: expect.stringContaining("time:") },
+        { index: 2, error: expect.stringContaining("data.status:") },
+      ],
+    });
+    expect(published.flat().map((e) => e.id)).toEqual(["ok-1"]);
+  });
+
+  it("answers 400 when no event is valid, naming the fields", async () => {
+    const answer = await ingest.post("/v1/events", JSON.stringify({ specversion: "1.0" }));
+    expect(answer.status).toBe(400);
+    expect(answer.json).toMatchObject({
+      error: { code: "invalid_event" },
+      rejected: [{ index: 0, error: expect.stringContaining("id:") }],
+    });
+  });
+
+  it("explains malformed JSON, oversized bodies, wrong media types and non-array batches", async () => {
+    expect(await ingest.post("/v1/events", "{oops")).toMatchObject({
+      status: 400,
+      json: { error: { message: "body is not valid JSON" } },
+    });
+    const huge = JSON.stringify({ ...usageEvent(), padding: "x".repeat(10_000) });
+    expect(await ingest.post("/v1/events", huge)).toMatchObject({
+      status: 413,
+      json: { error: { code: "payload_too_large" } },
+    });
+    expect(await ingest.post("/v1/events", "hello", { "content-type": "text/plain" })).toMatchObject({
+      status: 415,
+      json: { error: { code: "unsupported_media_type" } },
+    });
+    expect(
+      await ingest.post("/v1/events", JSON.stringify(usageEvent()), {
+        "content-type": "application/cloudevents-batch+json",
+      }),
+    ).toMatchObject({ status: 400, json: { error: { message: "a batch body must be a JSON array of events" } } });
+  });
+
+  it("rejects a Kong entry without a key id in consumer.custom_id", async () => {
+    const entry = {
+      request: { method: "GET", uri: "/x" },
+      response: { status: 200 },
+      started_at: Date.now(),
+      consumer: { username: "acme" },
+    };
+    const answer = await ingest.post("/v1/kong", JSON.stringify(entry), { "content-type": "application/json" });
+    expect(answer.status).toBe(400);
+    expect(answer.json).toMatchObject({ rejected: [{ index: 0, error: expect.stringContaining("subject:") }] });
+  });
+
+  it("answers 503 with Retry-After when Kafka does not acknowledge, without leaking internals", async () => {
+    // A real Kafka publisher whose producer has no connection: the send fails as when the broker is away.
+    const producer = createIdempotentProducer(pipeline.kafka);
+    const failing = await startIngest(pipeline, {
+      publisher: new KafkaEventPublisher(producer, pipeline.topics.events, 2_000),
+    });
+    try {
+      const answer = await failing.post("/v1/events", JSON.stringify(usageEvent()));
+      expect(answer.status).toBe(503);
+      expect(answer.headers.get("retry-after")).toBe("1");
+      expect(answer.json).toEqual({
+        error: {
+          code: "service_unavailable",
+          message: "Kafka did not acknowledge the events; retry with the same event ids",
+          request_id: expect.any(String),
+        },
+      });
+    } finally {
+      await failing.close();
+    }
+  });
+});

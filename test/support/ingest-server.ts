@@ -1,0 +1,88 @@
+import { buildIngestApp, type EventPublisher, KafkaEventPublisher } from "@keymeter/ingest";
+import { createIdempotentProducer, createLogger } from "@keymeter/shared";
+import type { FastifyInstance } from "fastify";
+import type { Producer } from "kafkajs";
+import type { TestPipeline } from "./pipeline";
+
+export const INGEST_TOKEN = "test-ingest-token-0123456789abcdef";
+
+export interface IngestServer {
+  url: string;
+  post(
+    path: string,
+    body: string,
+    headers?: Record<string, string>,
+  ): Promise<{ status: number; json: unknown; headers: Headers }>;
+  close(): Promise<void>;
+}
+
+/** The ingest API on a free loopback port, publishing to the pipeline's topic (or to `publisher`). */
+export async function startIngest(
+  pipeline: TestPipeline,
+  options: { publisher?: EventPublisher; maxBodyBytes?: number } = {},
+): Promise<IngestServer> {
+  let producer: Producer | undefined;
+  let publisher = options.publisher;
+  if (!publisher) {
+    producer = createIdempotentProducer(pipeline.kafka);
+    await producer.connect();
+    publisher = new KafkaEventPublisher(producer, pipeline.topics.events);
+  }
+  const app: FastifyInstance = buildIngestApp({
+    publisher,
+    tokens: [INGEST_TOKEN],
+    logger: createLogger("ingest-test", "silent"),
+    maxBodyBytes: options.maxBodyBytes ?? 1024 * 1024,
+    maxBatchEvents: 1000,
+    kongSource: "kong-test",
+  });
+  const address = await app.listen({ host: "127.0.0.1", port: 0 });
+  return {
+    url: address,
+    async post(path, body, headers = {}) {
+      const response = await fetch(`${address}${path}`, {
+        method: "POST",
+        body,
+        headers: {
+          authorization: `Bearer ${INGEST_TOKEN}`,
+          "content-type": "application/cloudevents+json",
+          ...headers,
+        },
+      });
+      const text = await response.text();
+      let json: unknown = text;
+      try {
+        json = JSON.parse(text);
+      } catch {
+        // not JSON: keep the text for the assertion message
+      }
+      return { status: response.status, json, headers: response.headers };
+    },
+    async close() {
+      await app.close();
+      await producer?.disconnect();
+    },
+  };
+}
+
+/** Every message on the pipeline's events topic, parsed. */
+export async function readTopic(pipeline: TestPipeline, expected: number): Promise<Array<Record<string, unknown>>> {
+  const consumer = pipeline.kafka.consumer({ groupId: `${pipeline.name}-reader-${Date.now()}` });
+  await consumer.connect();
+  await consumer.subscribe({ topic: pipeline.topics.events, fromBeginning: true });
+  const seen: Array<Record<string, unknown>> = [];
+  await new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`read ${seen.length} of ${expected} messages`)), 20_000);
+    void consumer.run({
+      eachMessage: async ({ message }) => {
+        seen.push(JSON.parse(String(message.value)) as Record<string, unknown>);
+        if (seen.length >= expected) {
+          clearTimeout(timer);
+          resolve();
+        }
+      },
+    });
+  });
+  await consumer.disconnect();
+  return seen;
+}
