@@ -20,6 +20,8 @@ import { services, uniqueName } from "./services";
 export interface TestPipeline {
   name: string;
   kafka: Kafka;
+  kafkaBrokers: string[];
+  redisUrl: string;
   topics: Topics;
   connection: ClickHouseConnection;
   clickhouse: ClickHouseClient;
@@ -32,10 +34,17 @@ export interface TestPipeline {
   close(): Promise<void>;
 }
 
-export async function createTestPipeline(label: string, options: { partitions?: number } = {}): Promise<TestPipeline> {
+export async function createTestPipeline(
+  label: string,
+  options: { partitions?: number; kafkaBrokers?: string[]; clickhouseUrl?: string } = {},
+): Promise<TestPipeline> {
   const name = uniqueName(label);
   const logger = createLogger("test", "silent");
-  const addresses = services();
+  const addresses = {
+    ...services(),
+    ...(options.kafkaBrokers ? { kafkaBrokers: options.kafkaBrokers } : {}),
+    ...(options.clickhouseUrl ? { clickhouseUrl: options.clickhouseUrl } : {}),
+  };
   const connection: ClickHouseConnection = {
     url: addresses.clickhouseUrl,
     username: "default",
@@ -60,6 +69,8 @@ export async function createTestPipeline(label: string, options: { partitions?: 
   return {
     name,
     kafka,
+    kafkaBrokers: addresses.kafkaBrokers,
+    redisUrl: addresses.redisUrl,
     topics,
     connection,
     clickhouse,

@@ -25,6 +25,7 @@ export interface AggregatorOptions {
   dedupKeyPrefix: string;
   concurrency?: number;
   fetchBytesPerPartition?: number;
+  sessionTimeoutMs?: number;
   /** Replaces the ClickHouse store (tests of back-pressure use a store that fails on demand). */
   store?: UsageStore;
   metrics?: AggregatorMetrics;
@@ -64,8 +65,8 @@ export class Aggregator {
       maxBytesPerPartition: options.fetchBytesPerPartition ?? 8 * 1024 * 1024,
       maxBytes: 4 * (options.fetchBytesPerPartition ?? 8 * 1024 * 1024),
       maxWaitTimeInMs: 100,
-      sessionTimeout: 30_000,
-      heartbeatInterval: 3_000,
+      sessionTimeout: options.sessionTimeoutMs ?? 10_000,
+      heartbeatInterval: Math.min(3_000, Math.floor((options.sessionTimeoutMs ?? 10_000) / 3)),
     });
     this.deadLetter = createIdempotentProducer(options.kafka);
     this.store = options.store ?? new ClickHouseUsageStore(options.clickhouse);

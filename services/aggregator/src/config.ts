@@ -11,6 +11,11 @@ export const aggregatorConfigSchema = storesConfigSchema.extend({
   AGGREGATOR_CONCURRENCY: env.positiveInt().default(3),
   /** Bytes fetched per partition per request: a batch of ~400-byte events is this / 400. */
   AGGREGATOR_FETCH_BYTES_PER_PARTITION: env.positiveInt().default(8 * 1024 * 1024),
+  /**
+   * How long the group waits for a silent member before giving its partitions to others:
+   * the pause in ingestion after a crash. Kafka accepts 6 s or more by default.
+   */
+  AGGREGATOR_SESSION_TIMEOUT_MS: env.positiveInt().default(10_000),
   /** How long a producer retry with the same (source, id) is recognised as a duplicate. */
   DEDUP_WINDOW_SECONDS: env.positiveInt().default(600),
   /** Redis key prefix of the dedup window. */

@@ -40,6 +40,7 @@ runService("aggregator", async () => {
     dedupKeyPrefix: config.DEDUP_KEY_PREFIX,
     concurrency: config.AGGREGATOR_CONCURRENCY,
     fetchBytesPerPartition: config.AGGREGATOR_FETCH_BYTES_PER_PARTITION,
+    sessionTimeoutMs: config.AGGREGATOR_SESSION_TIMEOUT_MS,
   });
 
   const metricsServer = createServer((req, res) => {

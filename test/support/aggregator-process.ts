@@ -1,0 +1,47 @@
+import { type ChildProcess, spawn } from "node:child_process";
+import { join } from "node:path";
+import type { TestPipeline } from "./pipeline";
+
+const MAIN = join(import.meta.dirname, "../../services/aggregator/src/main.ts");
+
+/** The aggregator as a real process (so it can be SIGKILLed), configured for `pipeline`. */
+export function spawnAggregator(pipeline: TestPipeline, env: Record<string, string> = {}): ChildProcess {
+  const child = spawn(process.execPath, ["--import", "tsx", MAIN], {
+    env: {
+      ...process.env,
+      KAFKA_BROKERS: (pipeline.kafkaBrokers ?? []).join(","),
+      CLICKHOUSE_URL: pipeline.connection.url,
+      CLICKHOUSE_DATABASE: pipeline.connection.database,
+      REDIS_URL: pipeline.redisUrl,
+      KAFKA_TOPIC_PREFIX: `${pipeline.name}.`,
+      AGGREGATOR_GROUP_ID: `${pipeline.name}-group`,
+      DEDUP_KEY_PREFIX: pipeline.dedupKeyPrefix,
+      METRICS_PORT: "0",
+      // The minimum the broker allows: a killed instance's partitions move on after 6 s.
+      AGGREGATOR_SESSION_TIMEOUT_MS: "6000",
+      LOG_LEVEL: "warn",
+      ...env,
+    },
+    stdio: ["ignore", "ignore", "pipe"],
+  });
+  child.stderr?.on("data", (chunk: Buffer) => {
+    if (process.env.KEYMETER_TEST_VERBOSE) process.stderr.write(chunk);
+  });
+  return child;
+}
+
+export function killHard(child: ChildProcess): Promise<void> {
+  return new Promise((resolve) => {
+    if (child.exitCode !== null || child.signalCode !== null) return resolve();
+    child.once("exit", () => resolve());
+    child.kill("SIGKILL");
+  });
+}
+
+export function stopGracefully(child: ChildProcess): Promise<number | null> {
+  return new Promise((resolve) => {
+    if (child.exitCode !== null) return resolve(child.exitCode);
+    child.once("exit", (code) => resolve(code));
+    child.kill("SIGTERM");
+  });
+}
