@@ -1,0 +1,60 @@
+import { Aggregator } from "@keymeter/aggregator";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { IsolatedServices } from "../support/isolated-services";
+import { createTestPipeline, type TestPipeline } from "../support/pipeline";
+import { produceStream } from "../support/stream";
+import { waitFor } from "../support/wait";
+
+async function gauge(metric: { get(): Promise<{ values: Array<{ value: number }> }> }): Promise<number> {
+  return (await metric.get()).values.reduce((sum, v) => sum + v.value, 0);
+}
+
+describe("ClickHouse stopped and restarted during a stream (private ClickHouse)", () => {
+  let services: IsolatedServices;
+  let pipeline: TestPipeline;
+  beforeAll(async () => {
+    services = await IsolatedServices.create();
+    services.up("clickhouse");
+  }, 120_000);
+  afterAll(async () => {
+    await pipeline?.close();
+    services.destroy();
+  }, 60_000);
+
+  it("pauses, retries with back-off, catches up, and the totals are exact", async () => {
+    pipeline = await createTestPipeline("ch_restart", { clickhouseUrl: services.clickhouseUrl, partitions: 3 });
+    const aggregator = new Aggregator({
+      kafka: pipeline.kafka,
+      clickhouse: pipeline.clickhouse,
+      redis: pipeline.redis,
+      topics: pipeline.topics,
+      groupId: `${pipeline.name}-group`,
+      logger: pipeline.logger,
+      dedupWindowSeconds: 600,
+      dedupKeyPrefix: pipeline.dedupKeyPrefix,
+      maxRetryDelayMs: 1_000,
+    });
+    await aggregator.start();
+    try {
+      const total = 30_000;
+      const streaming = produceStream(pipeline, { total, chunk: 500, pauseMs: 200 });
+      await waitFor("rows stored before the outage", async () => (await pipeline.rawRows()) > 0);
+
+      services.down("clickhouse");
+      await waitFor("partitions paused", async () => (await gauge(aggregator.metrics.paused)) > 0, 20_000);
+      // Memory stays bounded: the paused partitions fetch nothing more while ClickHouse is away.
+      const failuresDuringOutage = await gauge(aggregator.metrics.insertFailures);
+      expect(failuresDuringOutage).toBeGreaterThan(0);
+      await new Promise((r) => setTimeout(r, 3_000));
+
+      services.up("clickhouse");
+      expect(await streaming).toBe(total);
+      await waitFor(`${total} rows after the restart`, async () => (await pipeline.rawRows()) >= total, 90_000);
+      await waitFor("partitions resumed", async () => (await gauge(aggregator.metrics.paused)) === 0);
+      expect(await pipeline.rawRows()).toBe(total);
+      expect(await pipeline.countedRequests()).toBe(total);
+    } finally {
+      await aggregator.stop();
+    }
+  }, 180_000);
+});
