@@ -4,6 +4,7 @@ export * from "./config";
 export * from "./emitter/disk-spool";
 export * from "./emitter/kafka-emitter";
 export * from "./errors";
+export * from "./event-batching";
 export * from "./event-sink";
 export * from "./http-error";
 export * from "./kafka";

@@ -1,12 +1,15 @@
 import { afterAll, describe, expect, it } from "vitest";
-import { killHard, spawnAggregator, stopGracefully } from "../support/aggregator-process";
+import { killAllAggregators, killHard, spawnAggregator, stopGracefully } from "../support/aggregator-process";
 import { createTestPipeline, type TestPipeline } from "../support/pipeline";
 import { produceStream } from "../support/stream";
 import { waitFor } from "../support/wait";
 
 describe("aggregator killed with SIGKILL during a stream", () => {
   let pipeline: TestPipeline;
-  afterAll(() => pipeline?.close());
+  afterAll(async () => {
+    await killAllAggregators();
+    await pipeline?.close();
+  });
 
   it("loses nothing and counts nothing twice across repeated crashes", async () => {
     pipeline = await createTestPipeline("sigkill", { partitions: 4 });

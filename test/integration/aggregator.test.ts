@@ -98,4 +98,39 @@ describe("aggregator: Kafka -> ClickHouse", () => {
     expect(await pipeline.rawRows()).toBe(200);
     expect(await pipeline.countedRequests()).toBe(200);
   });
+
+  it("stores the good events of a packed message and dead-letters its bad line with the line number", async () => {
+    const pipeline = await createTestPipeline("agg_packed", { partitions: 1 });
+    cleanups.push(() => pipeline.close());
+    const good = [usageEvent({ subject: "key_packed0001" }), usageEvent({ subject: "key_packed0002" })];
+    const value = [JSON.stringify(good[0]), '{"specversion":"1.0","id":"broken"}', JSON.stringify(good[1])].join("\n");
+    await produce(pipeline, [{ key: "key_packed0001", value }]);
+    const aggregator = await startAggregator(pipeline);
+    await waitFor("2 rows", async () => (await pipeline.rawRows()) === 2);
+    await waitFor(
+      "1 event dead-lettered",
+      async () => (await aggregator.metrics.deadLettered.get()).values[0]?.value === 1,
+    );
+
+    const consumer = pipeline.kafka.consumer({ groupId: `${pipeline.name}-dlq-reader` });
+    await consumer.connect();
+    cleanups.push(() => consumer.disconnect());
+    await consumer.subscribe({ topic: pipeline.topics.deadLetter, fromBeginning: true });
+    const dead = await new Promise<{ value: string; line: string; error: string }>((resolve) => {
+      void consumer.run({
+        eachMessage: async ({ message }) =>
+          resolve({
+            value: String(message.value),
+            line: String(message.headers?.["x-source-line"]),
+            error: String(message.headers?.["x-error"]),
+          }),
+      });
+    });
+    expect(dead).toEqual({
+      value: '{"specversion":"1.0","id":"broken"}',
+      line: "1",
+      error: expect.stringContaining("source:"),
+    });
+    expect(await pipeline.countedRequests()).toBe(2);
+  });
 });

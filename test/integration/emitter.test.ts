@@ -1,7 +1,7 @@
 import { mkdtemp } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { createKafka, createLogger, ensureTopics, KafkaEmitter, topicNames } from "@keymeter/shared";
+import { createKafka, createLogger, ensureTopics, KafkaEmitter, topicNames, unpackEvents } from "@keymeter/shared";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { IsolatedServices } from "../support/isolated-services";
 import { usageEvent } from "../support/pipeline";
@@ -66,12 +66,14 @@ describe("emitter while Kafka goes away (private broker)", () => {
     const ids = new Set<string>();
     await consumer.run({
       eachMessage: async ({ message }) => {
-        const event = JSON.parse(String(message.value)) as { id: string; subject: string };
-        if (ids.has(event.id)) return; // a replay cut short may repeat events; the aggregator drops those
-        ids.add(event.id);
-        const list = firstSeen.get(event.subject) ?? [];
-        list.push(Number(event.id.slice(4)));
-        firstSeen.set(event.subject, list);
+        for (const line of unpackEvents(message.value)) {
+          const event = JSON.parse(String(line)) as { id: string; subject: string };
+          if (ids.has(event.id)) continue; // a replay cut short may repeat events; the aggregator drops those
+          ids.add(event.id);
+          const list = firstSeen.get(event.subject) ?? [];
+          list.push(Number(event.id.slice(4)));
+          firstSeen.set(event.subject, list);
+        }
       },
     });
     await waitFor("all 1000 events read back", () => ids.size === 1000, 30_000);

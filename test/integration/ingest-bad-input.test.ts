@@ -1,5 +1,5 @@
 import { KafkaEventPublisher } from "@keymeter/ingest";
-import { createIdempotentProducer, type UsageEvent } from "@keymeter/shared";
+import { createIdempotentProducer, PartitionCount, type UsageEvent } from "@keymeter/shared";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { INGEST_TOKEN, type IngestServer, startIngest } from "../support/ingest-server";
 import { createTestPipeline, type TestPipeline, usageEvent } from "../support/pipeline";
@@ -98,7 +98,12 @@ describe("HTTP ingest: bad input and wrong credentials", () => {
     // A real Kafka publisher whose producer has no connection: the send fails as when the broker is away.
     const producer = createIdempotentProducer(pipeline.kafka);
     const failing = await startIngest(pipeline, {
-      publisher: new KafkaEventPublisher(producer, pipeline.topics.events, 2_000),
+      publisher: new KafkaEventPublisher(
+        producer,
+        pipeline.topics.events,
+        new PartitionCount(pipeline.admin, pipeline.topics.events),
+        2_000,
+      ),
     });
     try {
       const answer = await failing.post("/v1/events", JSON.stringify(usageEvent()));

@@ -4,6 +4,13 @@ import type { TestPipeline } from "./pipeline";
 
 const MAIN = join(import.meta.dirname, "../../services/aggregator/src/main.ts");
 
+const running = new Set<ChildProcess>();
+
+/** Kills every aggregator process a test started and did not stop (a failed test must not leak one). */
+export async function killAllAggregators(): Promise<void> {
+  await Promise.all([...running].map(killHard));
+}
+
 /** The aggregator as a real process (so it can be SIGKILLed), configured for `pipeline`. */
 export function spawnAggregator(pipeline: TestPipeline, env: Record<string, string> = {}): ChildProcess {
   const child = spawn(process.execPath, ["--import", "tsx", MAIN], {
@@ -24,6 +31,8 @@ export function spawnAggregator(pipeline: TestPipeline, env: Record<string, stri
     },
     stdio: ["ignore", "ignore", "pipe"],
   });
+  running.add(child);
+  child.once("exit", () => running.delete(child));
   child.stderr?.on("data", (chunk: Buffer) => {
     if (process.env.KEYMETER_TEST_VERBOSE) process.stderr.write(chunk);
   });

@@ -1,5 +1,5 @@
 import { buildIngestApp, type EventPublisher, KafkaEventPublisher } from "@keymeter/ingest";
-import { createIdempotentProducer, createLogger } from "@keymeter/shared";
+import { createIdempotentProducer, createLogger, PartitionCount, unpackEvents } from "@keymeter/shared";
 import type { FastifyInstance } from "fastify";
 import type { Producer } from "kafkajs";
 import type { TestPipeline } from "./pipeline";
@@ -26,7 +26,11 @@ export async function startIngest(
   if (!publisher) {
     producer = createIdempotentProducer(pipeline.kafka);
     await producer.connect();
-    publisher = new KafkaEventPublisher(producer, pipeline.topics.events);
+    publisher = new KafkaEventPublisher(
+      producer,
+      pipeline.topics.events,
+      new PartitionCount(pipeline.admin, pipeline.topics.events),
+    );
   }
   const app: FastifyInstance = buildIngestApp({
     publisher,
@@ -65,7 +69,7 @@ export async function startIngest(
   };
 }
 
-/** Every message on the pipeline's events topic, parsed. */
+/** Every event on the pipeline's events topic, parsed. */
 export async function readTopic(pipeline: TestPipeline, expected: number): Promise<Array<Record<string, unknown>>> {
   const consumer = pipeline.kafka.consumer({ groupId: `${pipeline.name}-reader-${Date.now()}` });
   await consumer.connect();
@@ -75,7 +79,7 @@ export async function readTopic(pipeline: TestPipeline, expected: number): Promi
     const timer = setTimeout(() => reject(new Error(`read ${seen.length} of ${expected} messages`)), 20_000);
     void consumer.run({
       eachMessage: async ({ message }) => {
-        seen.push(JSON.parse(String(message.value)) as Record<string, unknown>);
+        for (const line of unpackEvents(message.value)) seen.push(JSON.parse(String(line)) as Record<string, unknown>);
         if (seen.length >= expected) {
           clearTimeout(timer);
           resolve();

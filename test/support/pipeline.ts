@@ -13,7 +13,7 @@ import {
   topicNames,
   type UsageEventInput,
 } from "@keymeter/shared";
-import type { Kafka } from "kafkajs";
+import type { Admin, Kafka } from "kafkajs";
 import { services, uniqueName } from "./services";
 
 /** Everything an ingest test needs, isolated: its own topics, database and Redis prefix. */
@@ -22,6 +22,8 @@ export interface TestPipeline {
   kafka: Kafka;
   kafkaBrokers: string[];
   redisUrl: string;
+  /** A connected admin client (closed by close()). */
+  admin: Admin;
   topics: Topics;
   connection: ClickHouseConnection;
   clickhouse: ClickHouseClient;
@@ -71,6 +73,7 @@ export async function createTestPipeline(
     kafka,
     kafkaBrokers: addresses.kafkaBrokers,
     redisUrl: addresses.redisUrl,
+    admin,
     topics,
     connection,
     clickhouse,

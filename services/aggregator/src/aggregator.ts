@@ -6,6 +6,7 @@ import {
   type Redis,
   type Topics,
   toDateTime,
+  unpackEvents,
 } from "@keymeter/shared";
 import type { Consumer, EachBatchPayload, Kafka, Producer } from "kafkajs";
 import { DedupWindow } from "./dedup-window";
@@ -31,6 +32,16 @@ export interface AggregatorOptions {
   metrics?: AggregatorMetrics;
   /** Longest wait between insert retries while ClickHouse is down. */
   maxRetryDelayMs?: number;
+}
+
+/** An event that failed validation, and where it came from. */
+interface InvalidEvent {
+  offset: string;
+  /** Its line within a multi-event message (0 for a single event). */
+  line: number;
+  value: Buffer | null;
+  key: Buffer | null;
+  reason: string;
 }
 
 /** A batch abandoned because its partition moved to another consumer during a rebalance. */
@@ -123,32 +134,36 @@ export class Aggregator {
     const rows: UsageRow[] = [];
     const members: string[] = [];
     const storedMembers: string[] = [];
-    const invalid: Array<{ offset: string; value: Buffer | null; key: Buffer | null; reason: string }> = [];
+    const invalid: InvalidEvent[] = [];
     const inBatch = new Set<string>();
     let skipped = 0;
 
     for (const message of batch.messages) {
-      const parsed = parseUsageEventBytes(message.value);
       const isStored = BigInt(message.offset) <= alreadyStored;
-      if (!parsed.ok) {
-        if (!isStored)
-          invalid.push({ offset: message.offset, value: message.value, key: message.key, reason: parsed.error });
-        continue;
+      if (isStored) skipped++;
+      // A message holds one event, or several of one partition as NDJSON lines (packEvents).
+      const lines = unpackEvents(message.value);
+      for (let line = 0; line < lines.length; line++) {
+        const value = lines[line] ?? null;
+        const parsed = parseUsageEventBytes(value);
+        if (!parsed.ok) {
+          if (!isStored) invalid.push({ offset: message.offset, line, value, key: message.key, reason: parsed.error });
+          continue;
+        }
+        const member = DedupWindow.member(parsed.event.source, parsed.event.id);
+        if (isStored) {
+          // Counted before a crash or rebalance; mark it in case that happened before the marking.
+          storedMembers.push(member);
+          continue;
+        }
+        if (inBatch.has(member)) {
+          this.metrics.duplicates.inc();
+          continue;
+        }
+        inBatch.add(member);
+        members.push(member);
+        rows.push(toUsageRow(parsed.event, { topic, partition, offset: message.offset }, ingestedAt));
       }
-      const member = DedupWindow.member(parsed.event.source, parsed.event.id);
-      if (isStored) {
-        // Counted before a crash or rebalance; mark it in case that happened before the marking.
-        storedMembers.push(member);
-        skipped++;
-        continue;
-      }
-      if (inBatch.has(member)) {
-        this.metrics.duplicates.inc();
-        continue;
-      }
-      inBatch.add(member);
-      members.push(member);
-      rows.push(toUsageRow(parsed.event, { topic, partition, offset: message.offset }, ingestedAt));
     }
     this.metrics.skipped.inc(skipped);
 
@@ -177,11 +192,7 @@ export class Aggregator {
     await heartbeat();
   }
 
-  private async sendToDeadLetter(
-    topic: string,
-    partition: number,
-    invalid: Array<{ offset: string; value: Buffer | null; key: Buffer | null; reason: string }>,
-  ): Promise<void> {
+  private async sendToDeadLetter(topic: string, partition: number, invalid: InvalidEvent[]): Promise<void> {
     // At least once: a crash before the INSERT re-sends these; the headers identify duplicates.
     await this.deadLetter.send({
       topic: this.options.topics.deadLetter,
@@ -194,6 +205,7 @@ export class Aggregator {
           "x-source-topic": topic,
           "x-source-partition": String(partition),
           "x-source-offset": m.offset,
+          "x-source-line": String(m.line),
         },
       })),
     });

@@ -1,4 +1,4 @@
-import { AppError, type UsageEvent } from "@keymeter/shared";
+import { AppError, type PartitionCount, packEvents, type UsageEvent } from "@keymeter/shared";
 import type { Producer } from "kafkajs";
 
 /** Where accepted events go; resolves only once they are durable. */
@@ -11,6 +11,7 @@ export class KafkaEventPublisher implements EventPublisher {
   constructor(
     private readonly producer: Producer,
     private readonly topic: string,
+    private readonly partitions: PartitionCount,
     private readonly timeoutMs = 10_000,
   ) {}
 
@@ -21,14 +22,15 @@ export class KafkaEventPublisher implements EventPublisher {
       timer = setTimeout(() => reject(new Error(`no acknowledgement within ${this.timeoutMs} ms`)), this.timeoutMs);
     });
     try {
-      await Promise.race([
-        this.producer.send({
+      const send = async () => {
+        const keyed = events.map((event) => ({ key: event.subject, value: JSON.stringify(event) }));
+        await this.producer.send({
           topic: this.topic,
           acks: -1,
-          messages: events.map((event) => ({ key: event.subject, value: JSON.stringify(event) })),
-        }),
-        timeout,
-      ]);
+          messages: packEvents(keyed, await this.partitions.get()),
+        });
+      };
+      await Promise.race([send(), timeout]);
     } catch (error) {
       throw new AppError("service_unavailable", "Kafka did not acknowledge the events; retry with the same event ids", {
         retryable: true,

@@ -4,6 +4,7 @@ import {
   createKafka,
   createLogger,
   ensureTopics,
+  PartitionCount,
   parseConfig,
   runService,
   topicNames,
@@ -20,12 +21,11 @@ runService("ingest", async () => {
   const admin = kafka.admin();
   await admin.connect();
   await ensureTopics(admin, topics, { partitions: 6 });
-  await admin.disconnect();
   const producer = createIdempotentProducer(kafka);
   await producer.connect();
 
   const app = buildIngestApp({
-    publisher: new KafkaEventPublisher(producer, topics.events),
+    publisher: new KafkaEventPublisher(producer, topics.events, new PartitionCount(admin, topics.events)),
     tokens: config.INGEST_TOKENS,
     logger,
     maxBodyBytes: config.INGEST_MAX_BODY_BYTES,
@@ -47,5 +47,6 @@ runService("ingest", async () => {
   return async () => {
     await app.close();
     await producer.disconnect();
+    await admin.disconnect();
   };
 });

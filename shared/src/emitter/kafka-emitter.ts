@@ -1,4 +1,5 @@
-import type { Kafka, Producer } from "kafkajs";
+import type { Admin, Kafka, Producer } from "kafkajs";
+import { PartitionCount, packEvents } from "../event-batching";
 import type { UsageEventSink } from "../event-sink";
 import { createIdempotentProducer } from "../kafka";
 import type { Logger } from "../logger";
@@ -37,8 +38,9 @@ export interface EmitterStats {
 }
 
 /**
- * The gateways' usage-event emitter: an idempotent kafkajs producer keyed by key id, fed by
- * a bounded in-memory buffer that is sent in batches (size and time bound). `emit` never
+ * The gateways' usage-event emitter: an idempotent kafkajs producer, fed by a bounded
+ * in-memory buffer that is sent in batches (size and time bound), each event on the
+ * partition of its key id, packed several to a message (see packEvents). `emit` never
  * blocks and never throws. When Kafka does not acknowledge a batch, it and everything after
  * it go to a disk spool, replayed oldest-first once Kafka answers again, so events keep
  * their order per key and none is lost while the broker is down. A replay that is cut
@@ -46,6 +48,8 @@ export interface EmitterStats {
  */
 export class KafkaEmitter implements UsageEventSink {
   private producer: Producer;
+  private readonly admin: Admin;
+  private readonly partitions: PartitionCount;
   private readonly settings: Required<Omit<KafkaEmitterOptions, "kafka" | "topic" | "logger" | "spoolDir">>;
   private buffer: SpooledMessage[] = [];
   private spool: DiskSpool | undefined;
@@ -68,6 +72,8 @@ export class KafkaEmitter implements UsageEventSink {
       replayIntervalMs: options.replayIntervalMs ?? 1_000,
     };
     this.producer = this.newProducer();
+    this.admin = options.kafka.admin();
+    this.partitions = new PartitionCount(this.admin, options.topic);
   }
 
   private newProducer(): Producer {
@@ -106,6 +112,7 @@ export class KafkaEmitter implements UsageEventSink {
     await this.flush();
     await this.spool?.close();
     if (this.connected) await this.producer.disconnect();
+    await this.admin.disconnect();
   }
 
   get stats(): EmitterStats {
@@ -188,7 +195,11 @@ export class KafkaEmitter implements UsageEventSink {
           this.settings.sendTimeoutMs,
         );
       });
-      await Promise.race([this.producer.send({ topic: this.options.topic, acks: -1, messages }), timeout]);
+      const send = async () => {
+        const packed = packEvents(messages, await this.partitions.get());
+        await this.producer.send({ topic: this.options.topic, acks: -1, messages: packed });
+      };
+      await Promise.race([send(), timeout]);
       this.counts.sent += messages.length;
       return true;
     } catch (error) {
@@ -220,7 +231,9 @@ export class KafkaEmitter implements UsageEventSink {
       void previous.disconnect().catch(() => undefined);
     }
     try {
+      await this.admin.connect();
       await this.producer.connect();
+      await this.partitions.get();
       this.connected = true;
     } catch (error) {
       this.connected = false;

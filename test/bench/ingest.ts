@@ -1,0 +1,300 @@
+/**
+ * `npm run bench:ingest`: end-to-end ingest on this machine, with every part running here
+ * (Kafka, ClickHouse, Redis, the aggregator as its own process, the emitter in this one).
+ * Loopback only; every phase is bounded in events and time. Prints `name: value` lines.
+ *
+ *   ingest_events_per_s           emitter -> Kafka -> aggregator -> ClickHouse rollups, sustained
+ *   freshness_p50_ms / _p99_ms    emit -> visible in rollups, at half that rate
+ *   aggregator_cpu_us_per_event   CPU the aggregator process spent per event
+ *   aggregator_peak_rss_mib       its peak memory
+ *   aggregator_backlog_events_per_s        the aggregator alone draining the same backlog
+ *   peer_kafka_engine_events_per_s         ClickHouse's own Kafka engine draining that backlog
+ *   peer_naive_insert_per_event_events_per_s  one INSERT per event: the floor
+ */
+import { type ChildProcess, spawn } from "node:child_process";
+import { mkdtempSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import {
+  type ClickHouseClient,
+  type ClickHouseConnection,
+  createClickHouse,
+  createKafka,
+  createLogger,
+  createRedis,
+  ensureTopics,
+  KafkaEmitter,
+  quoteString,
+  runMigrations,
+  toDateTime,
+  topicNames,
+  type UsageEventInput,
+} from "@keymeter/shared";
+import { cpuSeconds, peakRssMiB, percentile } from "./proc-stats";
+
+const EVENTS = Number(process.env.BENCH_EVENTS ?? 600_000);
+const PARTITIONS = Number(process.env.BENCH_PARTITIONS ?? 4);
+const PHASE_LIMIT_MS = 120_000;
+const FRESHNESS_SECONDS = 10;
+
+const brokers = (process.env.KAFKA_BROKERS ?? "127.0.0.1:9092").split(",");
+const clickhouseUrl = process.env.CLICKHOUSE_URL ?? "http://127.0.0.1:8123";
+const redisUrl = process.env.REDIS_URL ?? "redis://127.0.0.1:6379";
+const logger = createLogger("bench", "warn");
+const run = `bench_${Date.now().toString(36)}`;
+const print = (name: string, value: number | string) =>
+  console.log(`${name}: ${typeof value === "number" ? Number(value.toFixed(value < 10 ? 3 : 1)) : value}`);
+
+function connection(database: string): ClickHouseConnection {
+  return { url: clickhouseUrl, username: "default", password: "", database };
+}
+
+async function scalar(client: ClickHouseClient, sql: string): Promise<number> {
+  const result = await client.query({ query: sql, format: "JSONEachRow" });
+  const [row] = await result.json<{ n: string | number | null }>();
+  return Number(row?.n ?? 0);
+}
+
+async function waitUntil(
+  what: string,
+  check: () => Promise<boolean>,
+  limitMs = PHASE_LIMIT_MS,
+  everyMs = 50,
+): Promise<void> {
+  const deadline = Date.now() + limitMs;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error(`bench: ${what} not reached within ${limitMs} ms`);
+    await new Promise((r) => setTimeout(r, everyMs));
+  }
+}
+
+function spawnAggregator(database: string, groupId: string, topicPrefix: string): ChildProcess {
+  return spawn(
+    process.execPath,
+    ["--import", "tsx", join(import.meta.dirname, "../../services/aggregator/src/main.ts")],
+    {
+      env: {
+        ...process.env,
+        KAFKA_BROKERS: brokers.join(","),
+        CLICKHOUSE_URL: clickhouseUrl,
+        CLICKHOUSE_DATABASE: database,
+        REDIS_URL: redisUrl,
+        KAFKA_TOPIC_PREFIX: topicPrefix,
+        AGGREGATOR_GROUP_ID: groupId,
+        DEDUP_KEY_PREFIX: `${run}:${groupId}:dedup:`,
+        METRICS_PORT: "0",
+        LOG_LEVEL: "warn",
+      },
+      stdio: ["ignore", "ignore", "inherit"],
+    },
+  );
+}
+
+let sequence = 0;
+function event(): UsageEventInput {
+  sequence++;
+  return {
+    specversion: "1.0",
+    id: `${run}-${sequence}`,
+    source: "bench-gateway",
+    type: "api.request",
+    subject: `key_bench${String(sequence % 5000).padStart(6, "0")}`,
+    time: new Date().toISOString(),
+    data: {
+      method: sequence % 5 === 0 ? "POST" : "GET",
+      route: `/v1/resource${sequence % 20}/:id`,
+      status: sequence % 50 === 0 ? 429 : 200,
+      latency_ms: sequence % 100,
+      request_bytes: 200,
+      response_bytes: 1500,
+      units: 1,
+      customer_id: `cus_${sequence % 500}`,
+      tier: "pro",
+    },
+  };
+}
+
+/** Emits `count` events as fast as the emitter takes them, never overfilling its buffer. */
+async function emitAll(emitter: KafkaEmitter, count: number, onEmit?: (i: number) => void): Promise<void> {
+  for (let i = 0; i < count; i++) {
+    emitter.emit(event());
+    onEmit?.(i);
+    if (i % 2_000 === 1_999) {
+      while (emitter.stats.buffered > 20_000) await new Promise((r) => setTimeout(r, 1));
+      await new Promise((r) => setImmediate(r));
+    }
+  }
+  await emitter.flush();
+}
+
+async function main(): Promise<void> {
+  const kafka = createKafka(brokers, run, logger);
+  const admin = kafka.admin();
+  await admin.connect();
+  const topics = topicNames(`${run}.`);
+  await ensureTopics(admin, topics, { partitions: PARTITIONS });
+  const databases = [`${run}_e2e`, `${run}_backlog`, `${run}_peer`];
+  for (const db of databases) await runMigrations(connection(db));
+  const e2e = createClickHouse(connection(databases[0] ?? ""));
+  const emitter = new KafkaEmitter({
+    kafka,
+    topic: topics.events,
+    logger,
+    spoolDir: mkdtempSync(join(tmpdir(), "bench-spool-")),
+  });
+  await emitter.start();
+  const children: ChildProcess[] = [];
+  try {
+    print("bench_events", EVENTS);
+    print("bench_partitions", PARTITIONS);
+
+    // 1. Sustained end to end: emit EVENTS while the aggregator stores them.
+    const aggregator = spawnAggregator(databases[0] ?? "", `${run}-e2e`, `${run}.`);
+    children.push(aggregator);
+    await waitUntil(
+      "aggregator joined",
+      async () => (await admin.describeGroups([`${run}-e2e`])).groups[0]?.state === "Stable",
+      30_000,
+      100,
+    );
+    const pid = aggregator.pid ?? 0;
+    const cpuBefore = cpuSeconds(pid);
+    const started = Date.now();
+    await emitAll(emitter, EVENTS);
+    const emitSeconds = (Date.now() - started) / 1000;
+    await waitUntil(
+      "e2e rollups complete",
+      async () => (await scalar(e2e, "SELECT sum(requests) AS n FROM usage_hourly")) >= EVENTS,
+    );
+    const e2eSeconds = (Date.now() - started) / 1000;
+    const cpuUsed = cpuSeconds(pid) - cpuBefore;
+    print("emitter_events_per_s", EVENTS / emitSeconds);
+    print("ingest_events_per_s", EVENTS / e2eSeconds);
+    print("aggregator_cpu_us_per_event", (cpuUsed / EVENTS) * 1e6);
+    print("aggregator_peak_rss_mib", peakRssMiB(pid));
+
+    // 2. Freshness at half the sustained rate: when does the k-th event become visible?
+    const rate = EVENTS / e2eSeconds / 2;
+    const freshnessEvents = Math.floor(rate * FRESHNESS_SECONDS);
+    const base = await scalar(e2e, "SELECT sum(requests) AS n FROM usage_hourly");
+    const emittedAt = new Float64Array(freshnessEvents);
+    const visibleAt = new Float64Array(freshnessEvents).fill(Number.NaN);
+    let polling = true;
+    const poller = (async () => {
+      let seen = 0;
+      while (polling || seen < freshnessEvents) {
+        const visible = (await scalar(e2e, "SELECT sum(requests) AS n FROM usage_hourly")) - base;
+        const now = performance.now();
+        for (; seen < Math.min(visible, freshnessEvents); seen++) visibleAt[seen] = now;
+        if (seen >= freshnessEvents) break;
+        await new Promise((r) => setTimeout(r, 25));
+      }
+    })();
+    const t0 = performance.now();
+    for (let i = 0; i < freshnessEvents; i++) {
+      const due = t0 + (i / rate) * 1000;
+      const wait = due - performance.now();
+      if (wait > 1) await new Promise((r) => setTimeout(r, wait));
+      emittedAt[i] = performance.now();
+      emitter.emit(event());
+    }
+    await emitter.flush();
+    polling = false;
+    await poller;
+    const delays = Array.from(emittedAt, (at, i) => (visibleAt[i] ?? Number.NaN) - at)
+      .filter((d) => Number.isFinite(d))
+      .sort((a, b) => a - b);
+    print("freshness_rate_events_per_s", rate);
+    print("freshness_p50_ms", percentile(delays, 50));
+    print("freshness_p99_ms", percentile(delays, 99));
+    aggregator.kill("SIGTERM");
+
+    // 3. The same backlog (EVENTS + freshness events), drained by our aggregator and by the peer.
+    const backlog = EVENTS + freshnessEvents;
+    const backlogDb = createClickHouse(connection(databases[1] ?? ""));
+    const ours = spawnAggregator(databases[1] ?? "", `${run}-backlog`, `${run}.`);
+    children.push(ours);
+    const oursStarted = Date.now();
+    await waitUntil(
+      "backlog drained by the aggregator",
+      async () => (await scalar(backlogDb, "SELECT sum(requests) AS n FROM usage_hourly")) >= backlog,
+      PHASE_LIMIT_MS,
+      100,
+    );
+    print("aggregator_backlog_events_per_s", backlog / ((Date.now() - oursStarted) / 1000));
+    ours.kill("SIGTERM");
+    await backlogDb.close();
+
+    // ClickHouse's Kafka engine, from the beginning of the same topic, into the same schema
+    // (raw table + rollup views). 18.16's JSONEachRow cannot read the nested `data`
+    // object, so the peer stores only the top-level fields: it does less work than ours.
+    const peerGroup = `${run}-peer`;
+    const metadata = await admin.fetchTopicMetadata({ topics: [topics.events] });
+    await admin.setOffsets({
+      groupId: peerGroup,
+      topic: topics.events,
+      partitions: (metadata.topics[0]?.partitions ?? []).map((p) => ({ partition: p.partitionId, offset: "0" })),
+    });
+    const peer = createClickHouse(connection(databases[2] ?? ""));
+    await peer.command({
+      query: `CREATE TABLE usage_kafka (id String, source String, subject String, time String)
+        ENGINE = Kafka SETTINGS kafka_broker_list = ${quoteString(brokers.join(","))},
+        kafka_topic_list = ${quoteString(topics.events)}, kafka_group_name = ${quoteString(peerGroup)},
+        kafka_format = 'JSONEachRow', kafka_num_consumers = 1`,
+    });
+    const peerStarted = Date.now();
+    await peer.command({
+      query: `CREATE MATERIALIZED VIEW usage_kafka_mv TO usage_events AS
+        SELECT id AS event_id, source, subject AS key_id, toDateTime(substring(time, 1, 19), 'UTC') AS event_time,
+               toUInt64(1) AS units, now() AS ingested_at, ${quoteString(topics.events)} AS kafka_topic
+        FROM usage_kafka`,
+    });
+    await waitUntil(
+      "backlog drained by the Kafka engine",
+      async () => (await scalar(peer, "SELECT sum(requests) AS n FROM usage_hourly")) >= backlog,
+      PHASE_LIMIT_MS,
+      100,
+    );
+    print("peer_kafka_engine_events_per_s", backlog / ((Date.now() - peerStarted) / 1000));
+    await peer.command({ query: "DROP TABLE usage_kafka_mv" });
+    await peer.command({ query: "DROP TABLE usage_kafka" });
+
+    // 4. The floor: one INSERT per event, for three seconds.
+    const naive = createClickHouse(connection(databases[2] ?? ""));
+    let naiveCount = 0;
+    const naiveStarted = Date.now();
+    while (Date.now() - naiveStarted < 3_000) {
+      const e = event();
+      await naive.insert({
+        table: "usage_events",
+        values: [{ event_id: e.id, source: e.source, key_id: e.subject, event_time: toDateTime(Date.now()), units: 1 }],
+        format: "JSONEachRow",
+      });
+      naiveCount++;
+    }
+    print("peer_naive_insert_per_event_events_per_s", naiveCount / ((Date.now() - naiveStarted) / 1000));
+    await naive.close();
+    await peer.close();
+  } finally {
+    for (const child of children) if (child.exitCode === null) child.kill("SIGKILL");
+    await emitter.close();
+    await admin.deleteTopics({ topics: [topics.events, topics.deadLetter] }).catch(() => undefined);
+    await admin.disconnect();
+    const cleanup = createClickHouse(connection("default"));
+    for (const db of databases) await cleanup.command({ query: `DROP DATABASE IF EXISTS ${db}` });
+    await cleanup.close();
+    await e2e.close();
+    const redis = createRedis(redisUrl);
+    const keys = await redis.keys(`${run}:*`);
+    if (keys.length > 0) await redis.del(...keys);
+    redis.disconnect();
+  }
+}
+
+main().then(
+  () => process.exit(0),
+  (error: unknown) => {
+    console.error(error instanceof Error ? error.message : error);
+    process.exit(1);
+  },
+);
