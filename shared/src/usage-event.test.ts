@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { parseUsageEvent, parseUsageEventBytes } from "./usage-event";
+import { parseUsageEvent, parseUsageEventBytes, usageEventSchema } from "./usage-event";
 
 const valid = {
   specversion: "1.0",
@@ -61,5 +61,82 @@ describe("parseUsageEventBytes", () => {
 
   it("parses a valid event from bytes", () => {
     expect(parseUsageEventBytes(Buffer.from(JSON.stringify(valid)))).toMatchObject({ ok: true });
+  });
+});
+
+describe("the fast path agrees with the schema", () => {
+  // Mutations of a valid event, field by field: whatever parseUsageEvent accepts, zod must
+  // accept with the same result, and whatever zod rejects must be rejected.
+  const odd: unknown[] = [
+    undefined,
+    null,
+    "",
+    "x",
+    " ",
+    0,
+    -1,
+    1.5,
+    99,
+    100,
+    599,
+    600,
+    1e9,
+    1e9 + 1,
+    2 ** 53,
+    true,
+    [],
+    {},
+    "/",
+    "/a",
+    "GET",
+    "get",
+    "1.0",
+    "api.request",
+    "key_abcdefgh",
+    "key_ab",
+    "2026-11-29T10:00:00Z",
+    "2026-11-29T10:00:00+02:00",
+    "2026-02-30T10:00:00Z",
+    "a".repeat(129),
+    "a".repeat(257),
+    "application/json",
+    "text/plain",
+  ];
+  const paths = [
+    ["specversion"],
+    ["id"],
+    ["source"],
+    ["type"],
+    ["subject"],
+    ["time"],
+    ["datacontenttype"],
+    ["data"],
+    ...[
+      "method",
+      "route",
+      "status",
+      "latency_ms",
+      "request_bytes",
+      "response_bytes",
+      "units",
+      "customer_id",
+      "tier",
+      "extra",
+    ].map((f) => ["data", f]),
+  ];
+
+  it.each(paths.map((p) => [p.join(".")] as const))("for every odd value of %s", (path) => {
+    const keys = path.split(".");
+    for (const value of odd) {
+      const event = structuredClone(valid) as Record<string, unknown>;
+      const target = (keys.length === 2 ? event.data : event) as Record<string, unknown>;
+      const field = keys.at(-1) ?? "";
+      if (value === undefined) delete target[field];
+      else target[field] = value;
+      const schema = usageEventSchema.safeParse(event);
+      const ours = parseUsageEvent(event);
+      expect(ours.ok, `${path} = ${JSON.stringify(value)}`).toBe(schema.success);
+      if (ours.ok && schema.success) expect(ours.event).toEqual(schema.data);
+    }
   });
 });

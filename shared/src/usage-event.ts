@@ -50,6 +50,8 @@ export type ParseResult = { ok: true; event: UsageEvent } | { ok: false; error: 
 
 /** Validates one event; on failure the error names the field, e.g. `data.status: expected number`. */
 export function parseUsageEvent(input: unknown): ParseResult {
+  const fast = acceptWellFormed(input);
+  if (fast) return { ok: true, event: fast };
   const result = usageEventSchema.safeParse(input);
   if (result.success) return { ok: true, event: result.data };
   return { ok: false, error: describeIssues(result.error) };
@@ -68,6 +70,56 @@ export function parseUsageEventBytes(bytes: Buffer | string | null): ParseResult
     return { ok: false, error: `not valid JSON (${(error as Error).message})` };
   }
   return parseUsageEvent(json);
+}
+
+const isObject = (v: unknown): v is Record<string, unknown> => typeof v === "object" && v !== null && !Array.isArray(v);
+const isString = (v: unknown, min: number, max: number): v is string =>
+  typeof v === "string" && v.length >= min && v.length <= max;
+const isCount = (v: unknown, max = Number.MAX_SAFE_INTEGER): v is number =>
+  Number.isSafeInteger(v) && (v as number) >= 0 && (v as number) <= max;
+
+/**
+ * The aggregator's hot path: the same rules as `usageEventSchema`, checked by hand, about
+ * five times faster than zod. It only ever accepts: anything it does not accept goes
+ * through zod, which decides and names the problem (a unit test holds the two together).
+ */
+function acceptWellFormed(input: unknown): UsageEvent | undefined {
+  if (!isObject(input) || input.specversion !== "1.0" || input.type !== USAGE_EVENT_TYPE) return undefined;
+  const { id, source, subject, time, datacontenttype, data } = input;
+  if (!isString(id, 1, 128) || !isString(source, 1, 256) || typeof subject !== "string" || !KEY_ID.test(subject)) {
+    return undefined;
+  }
+  if (typeof time !== "string" || !RFC3339.test(time) || Number.isNaN(Date.parse(time))) return undefined;
+  if (datacontenttype !== undefined && datacontenttype !== "application/json") return undefined;
+  if (!isObject(data)) return undefined;
+  const { method, route, status, latency_ms, request_bytes = 0, response_bytes = 0, units = 1 } = data;
+  const { customer_id = "", tier = "" } = data;
+  if (typeof method !== "string" || !/^[A-Z]{1,16}$/.test(method)) return undefined;
+  if (!isString(route, 1, 256) || !route.startsWith("/")) return undefined;
+  if (!Number.isSafeInteger(status) || (status as number) < 100 || (status as number) > 599) return undefined;
+  if (typeof latency_ms !== "number" || !(latency_ms >= 0 && latency_ms <= 3_600_000)) return undefined;
+  if (!isCount(request_bytes) || !isCount(response_bytes) || !isCount(units, 1_000_000_000)) return undefined;
+  if (!isString(customer_id, 0, 128) || !isString(tier, 0, 64)) return undefined;
+  return {
+    specversion: "1.0",
+    id,
+    source,
+    type: USAGE_EVENT_TYPE,
+    subject,
+    time,
+    ...(datacontenttype === undefined ? {} : { datacontenttype }),
+    data: {
+      method,
+      route,
+      status: status as number,
+      latency_ms,
+      request_bytes,
+      response_bytes,
+      units,
+      customer_id,
+      tier,
+    },
+  };
 }
 
 /** `field.path: message` for each issue, joined with "; ". */

@@ -245,8 +245,11 @@ async function main(): Promise<void> {
     const peerStarted = Date.now();
     await peer.command({
       query: `CREATE MATERIALIZED VIEW usage_kafka_mv TO usage_events AS
-        SELECT id AS event_id, source, subject AS key_id, toDateTime(substring(time, 1, 19), 'UTC') AS event_time,
-               toUInt64(1) AS units, now() AS ingested_at, ${quoteString(topics.events)} AS kafka_topic
+        SELECT id AS event_id, source, subject AS key_id, '' AS customer_id, '' AS tier,
+               toDateTime(substring(time, 1, 19), 'UTC') AS event_time, '' AS method, '' AS route,
+               toUInt16(0) AS status, toFloat32(0) AS latency_ms, toUInt64(0) AS request_bytes,
+               toUInt64(0) AS response_bytes, toUInt64(1) AS units, ${quoteString(topics.events)} AS kafka_topic,
+               toUInt32(0) AS kafka_partition, toUInt64(0) AS kafka_offset, now() AS ingested_at
         FROM usage_kafka`,
     });
     await waitUntil(

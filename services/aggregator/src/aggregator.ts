@@ -12,7 +12,7 @@ import type { Consumer, EachBatchPayload, Kafka, Producer } from "kafkajs";
 import { DedupWindow } from "./dedup-window";
 import { AggregatorMetrics } from "./metrics";
 import { OffsetStore } from "./offset-store";
-import { toUsageRow, type UsageRow } from "./usage-rows";
+import { usageRowJson } from "./usage-rows";
 import { ClickHouseUsageStore, type UsageStore } from "./usage-store";
 
 export interface AggregatorOptions {
@@ -131,7 +131,8 @@ export class Aggregator {
 
     const alreadyStored = await this.withRetry(payload, "read stored offsets", () => this.lastStored(partition));
     const ingestedAt = toDateTime(Date.now());
-    const rows: UsageRow[] = [];
+    const rows: string[] = [];
+    const rowOffsets: string[] = [];
     const members: string[] = [];
     const storedMembers: string[] = [];
     const invalid: InvalidEvent[] = [];
@@ -162,7 +163,8 @@ export class Aggregator {
         }
         inBatch.add(member);
         members.push(member);
-        rows.push(toUsageRow(parsed.event, { topic, partition, offset: message.offset }, ingestedAt));
+        rows.push(usageRowJson(parsed.event, { topic, partition, offset: message.offset }, ingestedAt));
+        rowOffsets.push(message.offset);
       }
     }
     this.metrics.skipped.inc(skipped);
@@ -170,7 +172,9 @@ export class Aggregator {
     if (invalid.length > 0) await this.sendToDeadLetter(topic, partition, invalid);
 
     const duplicates = await this.withRetry(payload, "check the dedup window", () => this.dedup.seen(members));
-    const fresh = duplicates.size === 0 ? rows : rows.filter((_, i) => !duplicates.has(members[i] ?? ""));
+    const keep = (_: string, i: number) => !duplicates.has(members[i] ?? "");
+    const fresh = duplicates.size === 0 ? rows : rows.filter(keep);
+    const freshOffsets = duplicates.size === 0 ? rowOffsets : rowOffsets.filter(keep);
     this.metrics.duplicates.inc(rows.length - fresh.length);
 
     await this.withRetry(payload, "insert into ClickHouse", async () => {
@@ -181,7 +185,7 @@ export class Aggregator {
     this.metrics.inserted.inc(fresh.length);
     if (fresh.length > 0) {
       const stored = await this.stored;
-      stored?.set(partition, BigInt(fresh.at(-1)?.kafka_offset ?? alreadyStored));
+      stored?.set(partition, BigInt(freshOffsets.at(-1) ?? alreadyStored));
     }
 
     const toMark = [...storedMembers, ...members.filter((m) => !duplicates.has(m))];

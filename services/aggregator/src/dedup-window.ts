@@ -16,8 +16,9 @@ export class DedupWindow {
     private readonly redis: Redis,
     private readonly options: { windowSeconds: number; keyPrefix: string; now?: () => number },
   ) {
-    // Five buckets per window: the window is honoured to within a fifth of its length.
-    this.bucketSeconds = Math.max(1, Math.ceil(options.windowSeconds / 5));
+    // Two buckets per window (three keys checked): an id is remembered for between one and
+    // one and a half windows. More buckets would mean more Redis work per event.
+    this.bucketSeconds = Math.max(1, Math.ceil(options.windowSeconds / 2));
     this.buckets = Math.ceil(options.windowSeconds / this.bucketSeconds) + 1;
   }
 

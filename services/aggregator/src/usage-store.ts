@@ -1,16 +1,22 @@
+import { Readable } from "node:stream";
 import type { ClickHouseClient } from "@keymeter/shared";
-import type { UsageRow } from "./usage-rows";
 
-/** Where accepted usage rows go: one INSERT per batch, rollups and offsets follow by view. */
+/** Where accepted usage rows go: one INSERT per batch; rollups and offsets follow by view. */
 export interface UsageStore {
-  insert(rows: UsageRow[]): Promise<void>;
+  /** Inserts JSONEachRow lines (see usageRowJson) in one INSERT. */
+  insert(rows: string[]): Promise<void>;
 }
 
 export class ClickHouseUsageStore implements UsageStore {
   constructor(private readonly clickhouse: ClickHouseClient) {}
 
-  async insert(rows: UsageRow[]): Promise<void> {
+  async insert(rows: string[]): Promise<void> {
     if (rows.length === 0) return;
-    await this.clickhouse.insert({ table: "usage_events", values: rows, format: "JSONEachRow" });
+    const { stream } = await this.clickhouse.exec({
+      query: "INSERT INTO usage_events FORMAT JSONEachRow",
+      values: Readable.from([rows.join("\n")]),
+    });
+    // The response must be read to the end, or the socket is not given back to the pool.
+    for await (const _ of stream);
   }
 }
