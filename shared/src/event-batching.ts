@@ -80,17 +80,10 @@ export function packEvents(events: KeyedEvent[], partitions: number, maxMessageB
   return messages;
 }
 
-/** Splits a message value back into its events' JSON (the reverse of packEvents). */
-export function unpackEvents(value: Buffer | null): Array<Buffer | null> {
+/** Splits a message value back into its events' JSON (the reverse of packEvents), decoding it once. */
+export function unpackEvents(value: Buffer | null): Array<string | null> {
   if (value === null) return [null];
-  const lines: Buffer[] = [];
-  let start = 0;
-  for (let end = value.indexOf(10); end !== -1; end = value.indexOf(10, start)) {
-    lines.push(value.subarray(start, end));
-    start = end + 1;
-  }
-  lines.push(value.subarray(start));
-  return lines;
+  return value.toString("utf8").split("\n");
 }
 
 /**

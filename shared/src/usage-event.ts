@@ -65,7 +65,7 @@ export function parseUsageEventBytes(bytes: Buffer | string | null): ParseResult
     return { ok: false, error: `event is ${size} bytes, over the ${MAX_EVENT_BYTES}-byte limit` };
   let json: unknown;
   try {
-    json = JSON.parse(bytes.toString());
+    json = JSON.parse(typeof bytes === "string" ? bytes : bytes.toString("utf8"));
   } catch (error) {
     return { ok: false, error: `not valid JSON (${(error as Error).message})` };
   }

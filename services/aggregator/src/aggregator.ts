@@ -39,7 +39,7 @@ interface InvalidEvent {
   offset: string;
   /** Its line within a multi-event message (0 for a single event). */
   line: number;
-  value: Buffer | null;
+  value: string | null;
   key: Buffer | null;
   reason: string;
 }
@@ -71,10 +71,12 @@ export class Aggregator {
 
   constructor(private readonly options: AggregatorOptions) {
     this.metrics = options.metrics ?? new AggregatorMetrics();
+    const fetchBytes = options.fetchBytesPerPartition ?? 4 * 1024 * 1024;
     this.consumer = options.kafka.consumer({
       groupId: options.groupId,
-      maxBytesPerPartition: options.fetchBytesPerPartition ?? 8 * 1024 * 1024,
-      maxBytes: 4 * (options.fetchBytesPerPartition ?? 8 * 1024 * 1024),
+      // Memory stays bounded under any backlog: one fetch of at most this much per batch in hand.
+      maxBytesPerPartition: fetchBytes,
+      maxBytes: fetchBytes * (options.concurrency ?? 3),
       maxWaitTimeInMs: 100,
       sessionTimeout: options.sessionTimeoutMs ?? 10_000,
       heartbeatInterval: Math.min(3_000, Math.floor((options.sessionTimeoutMs ?? 10_000) / 3)),

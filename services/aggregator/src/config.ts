@@ -10,7 +10,7 @@ export const aggregatorConfigSchema = storesConfigSchema.extend({
   /** Batches handled at once (one per partition): overlaps ClickHouse inserts. */
   AGGREGATOR_CONCURRENCY: env.positiveInt().default(3),
   /** Bytes fetched per partition per request: a batch of ~400-byte events is this / 400. */
-  AGGREGATOR_FETCH_BYTES_PER_PARTITION: env.positiveInt().default(8 * 1024 * 1024),
+  AGGREGATOR_FETCH_BYTES_PER_PARTITION: env.positiveInt().default(4 * 1024 * 1024),
   /**
    * How long the group waits for a silent member before giving its partitions to others:
    * the pause in ingestion after a crash. Kafka accepts 6 s or more by default.
