@@ -271,7 +271,8 @@ describe("gateway security: shared limits and secrecy", () => {
     const secrets = [issued.secret, rotated.secret, revokedKey.secret, generateSecret("km", "live")];
     const bodies: string[] = [];
     for (const secret of secrets) {
-      for (const headers of [bearer(secret), { "x-api-key": secret }, {}]) {
+      const headerSets: Array<Record<string, string>> = [bearer(secret), { "x-api-key": secret }, {}];
+      for (const headers of headerSets) {
         for (const method of ["GET", "POST"]) {
           const path = Object.keys(headers).length === 0 ? `/v1/x?api_key=${secret}` : "/v1/x";
           bodies.push((await call(`${gw.url}${path}`, { method, headers })).text);
