@@ -80,7 +80,7 @@ describe("keymeter CLI (real Redis)", () => {
     stacks.push(stack);
     const unknownTier = await keymeter(stack, "keys", "create", "--customer", "c", "--tier", "gold");
     expect(unknownTier.code).toBe(1);
-    expect(unknownTier.err).toBe('keymeter: tier: unknown tier "gold" (known: free, pro, slow, fast)\n');
+    expect(unknownTier.err).toBe('keymeter: tier: unknown tier "gold" (known: free, pro, slow, fast, leased)\n');
     const badScope = await keymeter(stack, "keys", "create", "--customer", "c", "--tier", "free", "--scope", "root");
     expect(badScope.code).not.toBe(0);
     expect(badScope.err).toContain("Allowed choices are read-only, read-write, admin");

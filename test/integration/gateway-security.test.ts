@@ -256,6 +256,28 @@ describe("gateway security: shared limits and secrecy", () => {
     expect(sequence).toEqual(["200", "200", "200", "200", "429", "429"]);
   });
 
+  it("with local token leases, two instances together never admit more than the shared bucket", async () => {
+    const s = stack();
+    const first = await s.gateway({}, { leaseMs: 100 });
+    const second = await s.gateway({}, { leaseMs: 100 });
+    const { secret } = await s.registry.create({ customer_id: "c", tier: "leased" });
+    const started = Date.now();
+    const responses = await Promise.all(
+      Array.from({ length: 120 }, (_, i) =>
+        call(`${(i % 2 === 0 ? first : second).url}/v1/x`, { headers: bearer(secret) }),
+      ),
+    );
+    const elapsedS = (Date.now() - started) / 1000;
+    const admitted = responses.filter((r) => r.status === 200).length;
+    // The bucket holds 40 and refills at 50/s: leases never add to that ...
+    expect(admitted).toBeLessThanOrEqual(40 + Math.ceil(50 * elapsedS));
+    // ... and lose at most one unspent lease (5 tokens) per instance.
+    expect(admitted).toBeGreaterThanOrEqual(40 - 2 * 5);
+    expect(responses.filter((r) => r.status === 429).length).toBe(120 - admitted);
+    const limited = responses.find((r) => r.status === 429);
+    expect(limited?.headers.get("retry-after")).toMatch(/^\d+$/);
+  });
+
   it("never writes a secret to a log line, an error body, an event, Redis or the upstream", async () => {
     const s = stack();
     const gw = await s.gateway({ allowQueryKey: true });

@@ -128,7 +128,7 @@ describe("key registry (real Redis and ClickHouse)", () => {
     const s = stack(false);
     const attempts: Array<[unknown, string]> = [
       [{ customer_id: "", tier: "free" }, "customer_id:"],
-      [{ customer_id: "c", tier: "gold" }, 'tier: unknown tier "gold" (known: free, pro, slow, fast)'],
+      [{ customer_id: "c", tier: "gold" }, 'tier: unknown tier "gold" (known: free, pro, slow, fast, leased)'],
       [{ customer_id: "c", tier: "free", scope: "root" }, "scope:"],
       [{ customer_id: "c", tier: "free", ip_allowlist: ["10.0.0.0/40"] }, "ip_allowlist.0:"],
       [{ customer_id: "c", tier: "free", routes: ["v1"] }, "routes.0:"],

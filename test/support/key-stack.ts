@@ -1,6 +1,13 @@
 import { createServer, type IncomingHttpHeaders, type Server } from "node:http";
 import { Writable } from "node:stream";
-import { createGatewayProxy, Gateway, type GatewayOptions, KeyCache, RateLimiter } from "@keymeter/gateway";
+import {
+  createGatewayProxy,
+  Gateway,
+  type GatewayOptions,
+  KeyCache,
+  RateLimiter,
+  type RateLimiterOptions,
+} from "@keymeter/gateway";
 import {
   createLogger,
   createRedis,
@@ -30,6 +37,8 @@ export const TEST_TIERS = parseTiers({
     // One request per 10 s with a burst of 4: a test sees exactly 4 admitted, however slow the machine.
     { name: "slow", rate_limit_rps: 0.1, burst: 4, monthly_quota: 100, overage: "block" },
     { name: "fast", rate_limit_rps: 1_000_000, monthly_quota: null, overage: "block" },
+    // 50 per second, burst 40: with 100 ms leases an instance takes 5 tokens per Redis call.
+    { name: "leased", rate_limit_rps: 50, burst: 40, monthly_quota: null, overage: "block" },
   ],
 });
 
@@ -114,7 +123,10 @@ export class KeyStack {
   }
 
   /** A gateway instance with its own key cache, subscription and sink. */
-  async gateway(options: Partial<Omit<GatewayOptions, "cache" | "limiter" | "sink">> = {}): Promise<GatewayInstance> {
+  async gateway(
+    options: Partial<Omit<GatewayOptions, "cache" | "limiter" | "sink">> = {},
+    limiter: RateLimiterOptions = {},
+  ): Promise<GatewayInstance> {
     const upstream = await this.upstream();
     const redis = createRedis(services().redisUrl);
     const subscriber = createRedis(services().redisUrl);
@@ -123,7 +135,7 @@ export class KeyStack {
     const sink = new MemorySink();
     const gateway = new Gateway({
       cache,
-      limiter: new RateLimiter(redis, this.keys),
+      limiter: new RateLimiter(redis, this.keys, { logger: this.logger, ...limiter }),
       tiers: TEST_TIERS,
       logger: this.logger,
       source: uniqueName("gw"),

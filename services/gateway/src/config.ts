@@ -35,6 +35,11 @@ export const gatewayConfigSchema = storesConfigSchema.pick({ REDIS_URL: true, LO
   API_KEY_QUERY_PARAM: flag().default(false),
   /** CIDRs of proxies in front of the gateway whose X-Forwarded-For is believed. */
   TRUSTED_PROXIES: list().default([]),
+  /**
+   * Rate-limit token leases (ms): each instance takes up to rate × lease tokens per Redis
+   * call, so a cache hit needs no round trip. 0: one Redis round trip per request.
+   */
+  RATE_LIMIT_LEASE_MS: z.coerce.number().int().min(0).max(1000).default(100),
   UPSTREAM_TIMEOUT_MS: env.positiveInt().default(30_000),
   /**
    * Where usage events go. `stdout` writes one JSON line per event; the Kafka emitter

@@ -40,7 +40,7 @@ export async function startGateway(
   await cache.start();
   const gateway = new Gateway({
     cache,
-    limiter: new RateLimiter(redis, keys),
+    limiter: new RateLimiter(redis, keys, { leaseMs: config.RATE_LIMIT_LEASE_MS, logger }),
     tiers,
     sink,
     logger,
