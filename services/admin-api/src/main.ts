@@ -1,4 +1,4 @@
-import { clickHouseConnection, createLogger, parseConfig, runMigrations, runService } from "@keymeter/shared";
+import { AppError, clickHouseConnection, createLogger, parseConfig, runMigrations, runService } from "@keymeter/shared";
 import { buildAdminApp } from "./app";
 import { adminConfigSchema } from "./config";
 import { createRegistryFromConfig } from "./registry";
@@ -17,12 +17,12 @@ runService("admin-api", async () => {
     logger,
     ...(config.ADMIN_BOOTSTRAP_TOKEN ? { bootstrapToken: config.ADMIN_BOOTSTRAP_TOKEN } : {}),
   });
+  let address: string;
   try {
-    await app.listen({ host: config.ADMIN_HOST, port: config.ADMIN_PORT });
+    address = await app.listen({ host: config.ADMIN_HOST, port: config.ADMIN_PORT });
   } catch (error) {
     await deps.close();
     if ((error as NodeJS.ErrnoException).code === "EADDRINUSE") {
-      const { AppError } = await import("@keymeter/shared");
       throw new AppError(
         "port_in_use",
         `port ${config.ADMIN_PORT} on ${config.ADMIN_HOST} is already in use (set ADMIN_PORT to another port)`,
@@ -30,7 +30,7 @@ runService("admin-api", async () => {
     }
     throw error;
   }
-  logger.info({ host: config.ADMIN_HOST, port: config.ADMIN_PORT }, "admin api listening");
+  logger.info({ address }, "admin api listening");
   return async () => {
     await app.close();
     await deps.close();
