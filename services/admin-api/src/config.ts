@@ -36,7 +36,10 @@ export const adminConfigSchema = registryConfigSchema.extend({
    * A bootstrap credential accepted as an admin key, to create the first real admin key
    * over HTTP. Unset it once an admin key exists (or use `keymeter keys create --scope admin`).
    */
-  ADMIN_BOOTSTRAP_TOKEN: z.string().min(32, "must be at least 32 characters").optional(),
+  ADMIN_BOOTSTRAP_TOKEN: z.preprocess(
+    (value) => (value === "" ? undefined : value),
+    z.string().min(32, "must be at least 32 characters").optional(),
+  ),
   /** Apply ClickHouse migrations (the api_keys table) at start-up. */
   MIGRATE_ON_START: z
     .enum(["true", "false", "1", "0"], { message: "expected true or false" })
