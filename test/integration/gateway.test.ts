@@ -235,6 +235,39 @@ describe("gateway adapters", () => {
     }
   });
 
+  it("fails closed with 503 when Redis cannot be reached, revealing nothing", async () => {
+    const s = stack();
+    const { secret } = await s.registry.create({ customer_id: "c", tier: "free" });
+    const redis = createRedis(services().redisUrl);
+    const subscriber = createRedis(services().redisUrl);
+    const cache = new KeyCache({ redis, subscriber, keys: s.keys, logger: s.logger });
+    await cache.start();
+    await redis.quit();
+    const gateway = new Gateway({
+      cache,
+      limiter: new RateLimiter(redis, s.keys),
+      tiers: TEST_TIERS,
+      sink: new MemorySink(),
+      logger: s.logger,
+      source: "no-redis",
+    });
+    const app = Fastify();
+    registerGateway(app, gateway);
+    app.get("/v1/x", async () => ({ ok: true }));
+    try {
+      const response = await app.inject({ method: "GET", url: "/v1/x", headers: bearer(secret) });
+      expect(response.statusCode).toBe(503);
+      expect(response.json()).toMatchObject({
+        error: { code: "service_unavailable", message: "the gateway cannot check API keys right now; try again" },
+      });
+      expect(response.body).not.toContain("Connection is closed");
+      expect(s.logs.text).toContain("gateway check failed");
+    } finally {
+      await app.close();
+      await subscriber.quit();
+    }
+  });
+
   it("works as Fastify hooks", async () => {
     const s = stack();
     const { gateway, sink, close } = await core(s);
@@ -257,6 +290,7 @@ describe("gateway adapters", () => {
       expect(limited.json()).toMatchObject({ error: { code: "rate_limited" } });
       const events = await pollUntil(() => sink.forKey(key.id).length === 5 && sink.forKey(key.id));
       expect(events.map((e) => e.data.units)).toEqual([1, 1, 1, 1, 0]);
+      expect(events.map((e) => e.data.route)).toEqual(Array(5).fill("/things/:name"));
       expect(sink.invalid).toEqual([]);
     } finally {
       await app.close();

@@ -43,12 +43,21 @@ export function gatewayMiddleware(gateway: Gateway): ConnectMiddleware {
 
 /**
  * The gateway as Fastify hooks: `onRequest` checks (and answers refusals), `onResponse`
- * emits the usage event. Hooks are added to `app` itself, so they cover every route.
+ * emits the usage event. Hooks are added to `app` itself, so they cover every route. Events
+ * carry Fastify's route pattern (`/users/:id`) unless `useRoutePattern` is false, in which
+ * case the gateway's route templater applies.
  */
-export function registerGateway(app: FastifyInstance, gateway: Gateway): void {
+export function registerGateway(
+  app: FastifyInstance,
+  gateway: Gateway,
+  options: { useRoutePattern?: boolean } = {},
+): void {
+  const useRoutePattern = options.useRoutePattern ?? true;
   const decisions = new WeakMap<FastifyRequest, Decision>();
   app.addHook("onRequest", async (request, reply) => {
     const decision = await gateway.check(request.raw);
+    const pattern = request.routeOptions.url;
+    if (useRoutePattern && pattern?.startsWith("/")) decision.route = pattern.slice(0, 256);
     decisions.set(request, decision);
     for (const [name, value] of decision.headers) reply.header(name, value);
     if (decision.error) {

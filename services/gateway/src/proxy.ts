@@ -81,6 +81,10 @@ export function createGatewayProxy(options: ProxyOptions): Server {
       },
     );
     upstreamRequest.on("timeout", () => upstreamRequest.destroy(new Error("upstream timed out")));
+    // A client that goes away takes its upstream request with it.
+    res.once("close", () => {
+      if (!res.writableFinished) upstreamRequest.destroy();
+    });
     upstreamRequest.on("error", (error) => {
       options.logger.warn({ request_id: decision.requestId, err: error.message }, "upstream request failed");
       decision.error = new AppError("service_unavailable", "the upstream API is unavailable", { retryable: true });
