@@ -88,12 +88,7 @@ describe("admin API (real Redis)", () => {
     expect(revoked.json()).toMatchObject({ key: { state: "revoked" } });
 
     const tiers = await app.inject({ method: "GET", url: "/v1/tiers", headers: auth(secret) });
-    expect(tiers.json<{ tiers: Array<{ name: string }> }>().tiers.map((t) => t.name)).toEqual([
-      "free",
-      "pro",
-      "slow",
-      "fast",
-    ]);
+    expect(tiers.json<{ tiers: Array<{ name: string }> }>().tiers.map((t) => t.name)).toEqual(TEST_TIERS.names());
   });
 
   it("refuses missing, wrong, non-admin and revoked credentials", async () => {
