@@ -198,6 +198,10 @@ describe("gateway security: authorization", () => {
     expect(await raw(reports.secret, "/v1/reports/../users")).toBe(403);
     expect(await raw(reports.secret, "/v1/reports/%2e%2e/users")).toBe(403);
     expect(await raw(readWrite.secret, "/v1/x/../../admin/keys")).toBe(403);
+    expect(await raw(readWrite.secret, "//admin/keys")).toBe(403);
+    expect(await raw(readWrite.secret, "/%61dmin/keys")).toBe(403);
+    expect(await raw(readWrite.secret, "/Admin/keys")).toBe(403);
+    expect(await raw(readWrite.secret, "/admin%2fkeys")).toBe(400);
     expect(await raw(reports.secret, "/v1/reports/./7")).toBe(200);
     expect(s.upstreamRequests.at(-1)?.url).toBe("/v1/reports/7");
   });

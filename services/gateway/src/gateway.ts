@@ -17,6 +17,7 @@ import {
 } from "@keymeter/shared";
 import type { CachedKey, KeyCache } from "./key-cache";
 import type { RateLimiter } from "./rate-limiter";
+import { parseRequestTarget } from "./request-path";
 import { defaultRouteTemplate, type RouteTemplater } from "./route-template";
 
 export interface GatewayOptions {
@@ -45,7 +46,7 @@ export interface Decision {
   /** Epoch ms when the request arrived: the event time. */
   receivedAt: number;
   method: string;
-  /** The normalized path (dot segments resolved): what scopes were checked against. */
+  /** The canonical path (see request-path.ts): what scopes were checked against. */
   path: string;
   /** Path and query to forward upstream (normalized, without an `api_key` parameter). */
   forwardPath: string;
@@ -61,7 +62,6 @@ export interface Decision {
 
 const BEARER = /^Bearer[ \t]+(\S+)[ \t]*$/i;
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
-const BASE = "http://gateway.invalid";
 
 /**
  * The gateway core, framework-free: {@link check} authenticates and limits one request,
@@ -107,17 +107,35 @@ export class Gateway {
     const incomingId = req.headers["x-request-id"];
     const requestId = typeof incomingId === "string" && REQUEST_ID.test(incomingId) ? incomingId : randomUUID();
     const method = req.method ?? "GET";
-    const url = new URL(req.url ?? "/", BASE);
-    const found = this.extractKey(req, url);
-    if (url.searchParams.has("api_key")) url.searchParams.delete("api_key");
+    const target = parseRequestTarget(req.url ?? "/");
+    if (!target) {
+      return {
+        requestId,
+        startedAt,
+        receivedAt: this.now(),
+        method,
+        path: "/",
+        forwardPath: "/",
+        route: "/",
+        headers: [["x-request-id", requestId]],
+        error: new AppError("bad_request", "the request path is not acceptable (encoded slash, backslash or NUL)"),
+      };
+    }
+    const found = this.extractKey(req, target.searchParams);
+    let search = target.search;
+    if (target.searchParams.has("api_key")) {
+      target.searchParams.delete("api_key");
+      const rest = target.searchParams.toString();
+      search = rest === "" ? "" : `?${rest}`;
+    }
     const decision: Decision = {
       requestId,
       startedAt,
       receivedAt: this.now(),
       method,
-      path: url.pathname,
-      forwardPath: url.pathname + url.search,
-      route: this.routeTemplate(url.pathname, method),
+      path: target.path,
+      forwardPath: target.path + search,
+      route: this.routeTemplate(target.path, method),
       headers: [["x-request-id", requestId]],
     };
     if (found) decision.keySource = found.source;
@@ -230,7 +248,10 @@ export class Gateway {
     });
   }
 
-  private extractKey(req: IncomingMessage, url: URL): { secret: string; source: Decision["keySource"] } | undefined {
+  private extractKey(
+    req: IncomingMessage,
+    query: URLSearchParams,
+  ): { secret: string; source: Decision["keySource"] } | undefined {
     const authorization = req.headers.authorization;
     if (authorization !== undefined) {
       const match = BEARER.exec(authorization);
@@ -240,7 +261,7 @@ export class Gateway {
     const header = req.headers["x-api-key"];
     if (typeof header === "string" && header !== "") return { secret: header.trim(), source: "x-api-key" };
     if (this.allowQueryKey) {
-      const value = url.searchParams.get("api_key");
+      const value = query.get("api_key");
       if (value) return { secret: value, source: "query" };
     }
     return undefined;

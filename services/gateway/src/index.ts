@@ -4,6 +4,7 @@ export * from "./key-cache";
 export * from "./middleware";
 export * from "./proxy";
 export * from "./rate-limiter";
+export * from "./request-path";
 export * from "./route-template";
 export * from "./service";
 export * from "./stdout-sink";

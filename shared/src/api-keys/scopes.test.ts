@@ -28,6 +28,7 @@ describe("scope matching", () => {
     expect(scopeViolation(readWrite, { method: "DELETE", path: "/v1/things/1" }, admin)).toBeUndefined();
     expect(scopeViolation(readWrite, { method: "GET", path: "/admin" }, admin)).toContain("admin");
     expect(scopeViolation(readWrite, { method: "GET", path: "/administrator" }, admin)).toBeUndefined();
+    expect(scopeViolation(readWrite, { method: "GET", path: "/ADMIN/keys" }, admin)).toContain("admin");
     const adminKey = { scope: "admin" as const, routes: [] };
     expect(scopeViolation(adminKey, { method: "DELETE", path: "/admin/keys/1" }, admin)).toBeUndefined();
   });

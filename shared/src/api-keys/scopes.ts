@@ -51,7 +51,9 @@ export function scopeViolation(
     return "this key is not allowed on this route";
   }
   if (grant.scope === "admin") return undefined;
-  if (adminPrefixes.some((prefix) => pathHasPrefix(request.path, prefix))) {
+  // Case-insensitive: an upstream that treats /ADMIN as /admin must not open a way around.
+  const lowerPath = request.path.toLowerCase();
+  if (adminPrefixes.some((prefix) => pathHasPrefix(lowerPath, prefix.toLowerCase()))) {
     return "this route needs an admin key";
   }
   if (grant.scope === "read-only" && !READ_METHODS.has(request.method)) {
