@@ -7,6 +7,7 @@
  * | `apikey:record:<key_id>`           | string | key registry        | the key record, JSON (hashes, never secret) |
  * | `apikey:hash:<sha256 hex>`         | string | key registry        | the key id; a rotated-out hash expires at the end of its grace period |
  * | `apikey:ids`                       | zset   | key registry        | key ids scored by creation time (ms)      |
+ * | `apikey:customer:<customer_id>`    | zset   | key registry        | one customer's key ids, by creation time  |
  * | `ratelimit:<key_id>`               | string | gateway limiter     | GCRA theoretical arrival time (µs)        |
  * | `quota:flag:<key_id>`              | string | quota worker        | why the key is over quota, JSON; expires at period end |
  *
@@ -17,6 +18,7 @@ export interface RedisKeys {
   keyRecord(keyId: string): string;
   keyByHash(hash: string): string;
   keyIds: string;
+  customerKeyIds(customerId: string): string;
   rateLimit(keyId: string): string;
   quotaFlag(keyId: string): string;
   keyChangedChannel: string;
@@ -28,6 +30,7 @@ export function redisKeys(prefix = ""): RedisKeys {
     keyRecord: (keyId) => `${prefix}apikey:record:${keyId}`,
     keyByHash: (hash) => `${prefix}apikey:hash:${hash}`,
     keyIds: `${prefix}apikey:ids`,
+    customerKeyIds: (customerId) => `${prefix}apikey:customer:${customerId}`,
     rateLimit: (keyId) => `${prefix}ratelimit:${keyId}`,
     quotaFlag: (keyId) => `${prefix}quota:flag:${keyId}`,
     keyChangedChannel: `${prefix}apikey:changed`,

@@ -122,7 +122,7 @@ export class KeyCache {
     const [recordReply, flagReply, ttlReply] = replies ?? [];
     for (const reply of [recordReply, flagReply, ttlReply]) if (reply?.[0]) throw reply[0];
     const raw = recordReply?.[1];
-    const parsed = typeof raw === "string" ? keyRecordSchema.safeParse(JSON.parse(raw)) : undefined;
+    const parsed = typeof raw === "string" ? keyRecordSchema.safeParse(parseJson(raw)) : undefined;
     if (!parsed?.success) {
       if (parsed) this.logger.error({ key_id: keyId }, "unreadable api key record in redis");
       return undefined;
@@ -148,12 +148,7 @@ export class KeyCache {
       return;
     }
     if (channel !== this.keys.keyChangedChannel) return;
-    let parsed: ReturnType<typeof keyChangedMessageSchema.safeParse>;
-    try {
-      parsed = keyChangedMessageSchema.safeParse(JSON.parse(message));
-    } catch {
-      parsed = keyChangedMessageSchema.safeParse(undefined);
-    }
+    const parsed = keyChangedMessageSchema.safeParse(parseJson(message));
     if (!parsed.success) {
       // Cannot tell what changed: drop everything rather than serve a revoked key.
       this.logger.warn("unreadable key change message; clearing the key cache");
@@ -162,5 +157,14 @@ export class KeyCache {
     }
     this.byId.delete(parsed.data.keyId);
     for (const hash of parsed.data.hashes) this.hashes.delete(hash);
+  }
+}
+
+/** JSON.parse that answers undefined for malformed text: the schema check reports it. */
+function parseJson(text: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch {
+    return undefined;
   }
 }

@@ -47,8 +47,9 @@ export interface IssuedKey {
 /**
  * Writes the record only if its stored version is the expected one (0: only if absent),
  * sets or expires hash index entries, indexes the id and publishes the change, atomically.
- * KEYS: record, id index, hash keys... ARGV: expected version, record JSON, channel, message,
- * key id, created score, then one TTL per hash key (ms; 0 keeps forever, -1 deletes).
+ * KEYS: record, id index, customer's id index, hash keys... ARGV: expected version, record
+ * JSON, channel, message, key id, created score, then one TTL per hash key (ms; 0 keeps
+ * forever, -1 deletes).
  */
 const APPLY_SCRIPT = `
 local current = redis.call('GET', KEYS[1])
@@ -61,8 +62,9 @@ else
 end
 redis.call('SET', KEYS[1], ARGV[2])
 redis.call('ZADD', KEYS[2], ARGV[6], ARGV[5])
-for i = 3, #KEYS do
-  local ttl = tonumber(ARGV[4 + i])
+redis.call('ZADD', KEYS[3], ARGV[6], ARGV[5])
+for i = 4, #KEYS do
+  local ttl = tonumber(ARGV[3 + i])
   if ttl < 0 then
     redis.call('DEL', KEYS[i])
   elseif ttl == 0 then
@@ -146,29 +148,18 @@ export class KeyRegistry {
     return keyView(await this.require(keyId), this.now());
   }
 
-  /** Keys, newest first, optionally of one customer. */
+  /** Keys, newest first, optionally of one customer (its own index: no scan of all keys). */
   async list(options: { customerId?: string; limit?: number; offset?: number } = {}): Promise<KeyView[]> {
     const limit = options.limit ?? 100;
     const offset = options.offset ?? 0;
-    const views: KeyView[] = [];
-    let skipped = 0;
-    const batch = 200;
-    for (let start = 0; views.length < limit; start += batch) {
-      const ids = await this.redis.zrevrange(this.keys.keyIds, start, start + batch - 1);
-      if (ids.length === 0) break;
-      const raw = await this.redis.mget(ids.map((id) => this.keys.keyRecord(id)));
-      for (const value of raw) {
-        const record = this.parseRecord(value);
-        if (!record || (options.customerId !== undefined && record.customer_id !== options.customerId)) continue;
-        if (skipped < offset) {
-          skipped++;
-          continue;
-        }
-        views.push(keyView(record, this.now()));
-        if (views.length === limit) break;
-      }
-    }
-    return views;
+    const index = options.customerId === undefined ? this.keys.keyIds : this.keys.customerKeyIds(options.customerId);
+    const ids = await this.redis.zrevrange(index, offset, offset + limit - 1);
+    if (ids.length === 0) return [];
+    const raw = await this.redis.mget(ids.map((id) => this.keys.keyRecord(id)));
+    return raw.flatMap((value) => {
+      const record = this.parseRecord(value);
+      return record ? [keyView(record, this.now())] : [];
+    });
   }
 
   /** Changes tier, name, scope, routes, IP allowlist or expiry; gateways see it within a second. */
@@ -298,9 +289,10 @@ export class KeyRegistry {
     const message: KeyChangedMessage = { keyId: record.id, hashes: [...hashes] };
     const result = await this.redis.eval(
       APPLY_SCRIPT,
-      2 + hashOps.length,
+      3 + hashOps.length,
       this.keys.keyRecord(record.id),
       this.keys.keyIds,
+      this.keys.customerKeyIds(record.customer_id),
       ...hashOps.map((op) => this.keys.keyByHash(op.hash)),
       expectedVersion,
       JSON.stringify(record),
@@ -316,7 +308,13 @@ export class KeyRegistry {
 
   private parseRecord(value: string | null): KeyRecord | undefined {
     if (value === null) return undefined;
-    const parsed = keyRecordSchema.safeParse(JSON.parse(value));
+    let json: unknown;
+    try {
+      json = JSON.parse(value);
+    } catch {
+      json = undefined;
+    }
+    const parsed = keyRecordSchema.safeParse(json);
     if (!parsed.success) {
       // A record this code cannot read is a bug or a foreign write; refuse the key rather than guess.
       this.logger.error({ problem: describeIssues(parsed.error) }, "unreadable api key record in redis");
