@@ -44,7 +44,7 @@ const HOP_BY_HOP = new Set([
 export function createGatewayProxy(options: ProxyOptions): Server {
   if (options.upstream.protocol !== "http:") throw new AppError("config_invalid", "UPSTREAM_URL must be an http URL");
   const middleware = gatewayMiddleware(options.gateway);
-  const agent = new Agent({ keepAlive: true, maxSockets: options.maxSockets ?? 256 });
+  const agent = new Agent({ keepAlive: true, maxSockets: options.maxSockets ?? 256, noDelay: true });
   const basePath = options.upstream.pathname.replace(/\/$/, "");
   const timeoutMs = options.timeoutMs ?? 30_000;
 
@@ -91,7 +91,13 @@ export function createGatewayProxy(options: ProxyOptions): Server {
       if (!res.headersSent) options.gateway.refuse(res, decision);
       else res.destroy();
     });
-    req.pipe(upstreamRequest);
+    // Without a body there is nothing to stream: send the request now, not after req's 'end'.
+    if (req.headers["content-length"] === undefined && req.headers["transfer-encoding"] === undefined) {
+      upstreamRequest.end();
+      req.resume();
+    } else {
+      req.pipe(upstreamRequest);
+    }
   };
 
   return createServer((req, res) => {
