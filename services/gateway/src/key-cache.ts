@@ -85,7 +85,9 @@ export class KeyCache {
     }
     const pending = this.loading.get(hash);
     if (pending) return pending;
-    const load = this.load(hash).finally(() => this.loading.delete(hash));
+    const load: Promise<CachedKey | undefined> = this.load(hash).finally(() => {
+      if (this.loading.get(hash) === load) this.loading.delete(hash);
+    });
     this.loading.set(hash, load);
     return load;
   }
@@ -93,6 +95,7 @@ export class KeyCache {
   /** Forgets everything (tests, reconnects). */
   clear(): void {
     this.generation++;
+    this.loading.clear();
     this.hashes.clear();
     this.byId.clear();
   }
@@ -143,6 +146,8 @@ export class KeyCache {
 
   private onMessage(channel: string, message: string): void {
     this.generation++;
+    // Requests arriving from now on must not join a load that may have read the old record.
+    this.loading.clear();
     if (channel === this.keys.quotaFlagChannel) {
       this.byId.delete(message);
       return;
