@@ -68,6 +68,23 @@ export class KeyCache {
 
   /** Subscribes to key and quota changes; resolves once the subscription is in place. */
   async start(): Promise<void> {
+    if (this.subscriber.status !== "ready") {
+      await new Promise<void>((resolve, reject) => {
+        const onReady = () => {
+          this.subscriber.off("error", onError);
+          resolve();
+        };
+        const onError = (error: Error) => {
+          this.subscriber.off("ready", onReady);
+          reject(error);
+        };
+        this.subscriber.once("ready", onReady);
+        this.subscriber.once("error", onError);
+      });
+    }
+    this.subscriber.on("error", (error: Error) =>
+      this.logger.warn({ err: error.message }, "key change subscription: redis connection error"),
+    );
     this.subscriber.on("message", (channel: string, message: string) => this.onMessage(channel, message));
     // After a reconnect, ioredis re-subscribes; changes published meanwhile were lost.
     this.subscriber.on("ready", () => this.clear());
