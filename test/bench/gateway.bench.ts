@@ -180,7 +180,7 @@ async function throughput(port: number, headers: Record<string, string>): Promis
 }
 
 async function main(): Promise<void> {
-  const prefix = `bench_${Date.now().toString(36)}:`;
+  const prefix = `bench_gateway_${Date.now().toString(36)}_${process.pid}:`;
   const redis = createRedis(REDIS_URL);
   const logger = createLogger("bench", "warn");
   const registry = new KeyRegistry({ redis, keys: redisKeys(prefix), tiers: TIERS, logger });
