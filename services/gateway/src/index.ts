@@ -1,4 +1,5 @@
 export * from "./config";
+export * from "./discard-event-sink";
 export * from "./gateway";
 export * from "./key-cache";
 export * from "./middleware";
@@ -7,4 +8,4 @@ export * from "./rate-limiter";
 export * from "./request-path";
 export * from "./route-template";
 export * from "./service";
-export * from "./stdout-sink";
+export * from "./stream-event-sink";

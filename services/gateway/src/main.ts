@@ -1,7 +1,8 @@
 import { createLogger, parseConfig, runService } from "@keymeter/shared";
 import { gatewayConfigSchema } from "./config";
+import { DiscardEventSink } from "./discard-event-sink";
 import { startGateway } from "./service";
-import { DiscardEventSink, StreamEventSink } from "./stdout-sink";
+import { StreamEventSink } from "./stream-event-sink";
 
 runService("gateway", async () => {
   const config = parseConfig(gatewayConfigSchema);

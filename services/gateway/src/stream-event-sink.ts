@@ -10,9 +10,3 @@ export class StreamEventSink implements UsageEventSink {
 
   async flush(): Promise<void> {}
 }
-
-/** Drops every event: a gateway that only authenticates and limits. */
-export class DiscardEventSink implements UsageEventSink {
-  emit(_event: UsageEventInput): void {}
-  async flush(): Promise<void> {}
-}
