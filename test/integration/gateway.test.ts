@@ -29,7 +29,14 @@ describe("gateway (reference proxy, real Redis)", () => {
 
     const response = await call(`${gw.url}/v1/users/42/orders?limit=5`, {
       method: "POST",
-      headers: { ...bearer(secret), "content-type": "application/json", "x-request-id": "req-123" },
+      headers: {
+        ...bearer(secret),
+        "content-type": "application/json",
+        "x-request-id": "req-123",
+        // A client cannot pose as another customer or tier to the upstream.
+        "x-keymeter-customer-id": "cus_other",
+        "x-keymeter-scope": "admin",
+      },
       body: JSON.stringify({ hello: "world" }),
     });
     expect(response.status).toBe(200);
@@ -44,6 +51,7 @@ describe("gateway (reference proxy, real Redis)", () => {
     expect(seen?.headers["x-keymeter-key-id"]).toBe(key.id);
     expect(seen?.headers["x-keymeter-customer-id"]).toBe("cus_1");
     expect(seen?.headers["x-keymeter-tier"]).toBe("free");
+    expect(seen?.headers["x-keymeter-scope"]).toBeUndefined();
     expect(seen?.body).toBe('{"hello":"world"}');
 
     const event = await pollUntil(() => gw.sink.forKey(key.id)[0], { what: "the usage event" });

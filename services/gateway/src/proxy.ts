@@ -123,8 +123,9 @@ function forwardHeaders(
   const out: Record<string, string | string[]> = {};
   for (const [name, value] of Object.entries(source)) {
     if (value === undefined || HOP_BY_HOP.has(name) || connectionTokens.includes(name)) continue;
-    // The upstream never sees the API key.
+    // The upstream never sees the API key, nor X-Keymeter-* headers it did not get from the gateway.
     if (name === "x-api-key" || (name === "authorization" && keySource === "authorization")) continue;
+    if (name.startsWith("x-keymeter-")) continue;
     out[name] = value;
   }
   return out;
