@@ -1,3 +1,4 @@
+import { GatewayMetrics } from "@keymeter/gateway";
 import { generateSecret, hashSecret, keyChecksum } from "@keymeter/shared";
 import { afterEach, describe, expect, it } from "vitest";
 import { call, KeyStack } from "../support/key-stack";
@@ -284,7 +285,8 @@ describe("gateway security: shared limits and secrecy", () => {
 
   it("never writes a secret to a log line, an error body, an event, Redis or the upstream", async () => {
     const s = stack();
-    const gw = await s.gateway({ allowQueryKey: true });
+    const metrics = new GatewayMetrics();
+    const gw = await s.gateway({ allowQueryKey: true, metrics });
     const issued = await s.registry.create({
       customer_id: "c",
       tier: "slow",
@@ -323,7 +325,10 @@ describe("gateway security: shared limits and secrecy", () => {
       events: JSON.stringify(gw.sink.events),
       redis: stored.join("\n"),
       upstream: JSON.stringify(s.upstreamRequests),
+      metrics: await metrics.registry.metrics(),
     };
+    expect(places.metrics).toContain('keymeter_gateway_requests_total{outcome="unauthenticated",tier=""}');
+    expect(places.metrics).toContain('keymeter_gateway_requests_total{outcome="forbidden",tier="slow"}');
     expect(s.logs.text).toContain("[redacted]");
     expect(places.logs).toContain(issued.key.id);
     for (const secret of secrets) {

@@ -1,6 +1,15 @@
 import { createServer } from "node:http";
-import { Gateway, gatewayContext, gatewayMiddleware, KeyCache, RateLimiter, registerGateway } from "@keymeter/gateway";
-import { clearQuotaFlag, createRedis, setQuotaFlag } from "@keymeter/shared";
+import {
+  Gateway,
+  gatewayConfigSchema,
+  gatewayContext,
+  gatewayMiddleware,
+  KeyCache,
+  RateLimiter,
+  registerGateway,
+  startGateway,
+} from "@keymeter/gateway";
+import { clearQuotaFlag, createRedis, parseConfig, setQuotaFlag } from "@keymeter/shared";
 import Fastify from "fastify";
 import { afterEach, describe, expect, it } from "vitest";
 import { call, closeServer, KeyStack, listenOn, TEST_TIERS } from "../support/key-stack";
@@ -185,6 +194,37 @@ describe("gateway (reference proxy, real Redis)", () => {
     );
     const events = gw.sink.forKey(key.id);
     expect(events.at(-1)?.data.tier).toBe("pro");
+  });
+});
+
+describe("gateway service (startGateway, as main runs it)", () => {
+  it("proxies with leases on, emits to the given sink and serves Prometheus metrics", async () => {
+    const s = stack();
+    const upstream = await s.upstream();
+    const sink = new MemorySink();
+    const config = parseConfig(gatewayConfigSchema, {
+      UPSTREAM_URL: upstream,
+      GATEWAY_PORT: "0",
+      GATEWAY_METRICS_PORT: "0",
+      REDIS_URL: services().redisUrl,
+      REDIS_KEY_PREFIX: s.prefix,
+      GATEWAY_ID: "gw-service-test",
+    });
+    const running = await startGateway(config, sink, s.logger);
+    try {
+      const { key, secret } = await s.registry.create({ customer_id: "cus_svc", tier: "pro" });
+      const url = `http://127.0.0.1:${running.port}`;
+      for (let i = 0; i < 3; i++)
+        expect((await call(`${url}/v1/things/${i}`, { headers: bearer(secret) })).status).toBe(200);
+      expect((await call(`${url}/v1/things`)).status).toBe(401);
+      const events = await pollUntil(() => sink.forKey(key.id).length === 3 && sink.forKey(key.id));
+      expect(events.every((e) => e.source === "gw-service-test" && e.data.route === "/v1/things/:id")).toBe(true);
+      const metrics = await call(`http://127.0.0.1:${running.metricsPort}/metrics`);
+      expect(metrics.text).toContain('keymeter_gateway_requests_total{outcome="admitted",tier="pro"} 3');
+      expect(metrics.text).toContain('keymeter_gateway_requests_total{outcome="unauthenticated",tier=""} 1');
+    } finally {
+      await running.stop();
+    }
   });
 });
 

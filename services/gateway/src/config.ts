@@ -40,6 +40,8 @@ export const gatewayConfigSchema = storesConfigSchema.pick({ REDIS_URL: true, LO
    * call, so a cache hit needs no round trip. 0: one Redis round trip per request.
    */
   RATE_LIMIT_LEASE_MS: z.coerce.number().int().min(0).max(1000).default(100),
+  /** Prometheus metrics at http://GATEWAY_HOST:GATEWAY_METRICS_PORT/metrics; unset: no metrics server. */
+  GATEWAY_METRICS_PORT: env.port().optional(),
   UPSTREAM_TIMEOUT_MS: env.positiveInt().default(30_000),
   /**
    * Where usage events go. `stdout` writes one JSON line per event; the Kafka emitter

@@ -15,6 +15,7 @@ import {
   type TierCatalog,
   type UsageEventSink,
 } from "@keymeter/shared";
+import type { GatewayMetrics } from "./gateway-metrics";
 import type { CachedKey, KeyCache } from "./key-cache";
 import type { RateLimiter } from "./rate-limiter";
 import { parseRequestTarget } from "./request-path";
@@ -33,6 +34,8 @@ export interface GatewayOptions {
   adminRoutePrefixes?: readonly string[];
   /** Accept `?api_key=`; keys in URLs end up in access logs and browser history. */
   allowQueryKey?: boolean;
+  /** Decision counts and check latency for Prometheus. */
+  metrics?: GatewayMetrics;
   /** Proxies whose `X-Forwarded-For` is believed (CIDRs); empty: the socket address is the client. */
   trustedProxies?: readonly string[];
   now?: () => number;
@@ -80,8 +83,10 @@ export class Gateway {
   private readonly allowQueryKey: boolean;
   private readonly trustedProxies: IpAllowlist | undefined;
   private readonly now: () => number;
+  private readonly metrics: GatewayMetrics | undefined;
 
   constructor(options: GatewayOptions) {
+    this.metrics = options.metrics;
     this.cache = options.cache;
     this.limiter = options.limiter;
     this.tiers = options.tiers;
@@ -109,7 +114,7 @@ export class Gateway {
     const method = req.method ?? "GET";
     const target = parseRequestTarget(req.url ?? "/");
     if (!target) {
-      return {
+      const refused: Decision = {
         requestId,
         startedAt,
         receivedAt: this.now(),
@@ -120,6 +125,8 @@ export class Gateway {
         headers: [["x-request-id", requestId]],
         error: new AppError("bad_request", "the request path is not acceptable (encoded slash, backslash or NUL)"),
       };
+      this.metrics?.observe(refused, (performance.now() - startedAt) / 1000);
+      return refused;
     }
     const found = this.extractKey(req, target.searchParams);
     let search = target.search;
@@ -148,6 +155,7 @@ export class Gateway {
         retryable: true,
       });
     }
+    this.metrics?.observe(decision, (performance.now() - startedAt) / 1000);
     return decision;
   }
 

@@ -1,6 +1,7 @@
 export * from "./config";
 export * from "./discard-event-sink";
 export * from "./gateway";
+export * from "./gateway-metrics";
 export * from "./key-cache";
 export * from "./middleware";
 export * from "./proxy";

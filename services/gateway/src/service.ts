@@ -1,4 +1,4 @@
-import type { Server } from "node:http";
+import { createServer, type Server } from "node:http";
 import {
   createRedis,
   type Logger,
@@ -10,6 +10,7 @@ import {
 } from "@keymeter/shared";
 import type { GatewayConfig } from "./config";
 import { Gateway } from "./gateway";
+import { GatewayMetrics } from "./gateway-metrics";
 import { KeyCache } from "./key-cache";
 import { createGatewayProxy } from "./proxy";
 import { RateLimiter } from "./rate-limiter";
@@ -17,6 +18,8 @@ import { RateLimiter } from "./rate-limiter";
 export interface RunningGateway {
   server: Server;
   port: number;
+  /** The metrics server's port, when GATEWAY_METRICS_PORT is set. */
+  metricsPort: number | undefined;
   gateway: Gateway;
   cache: KeyCache;
   stop(): Promise<void>;
@@ -40,7 +43,9 @@ export async function startGateway(
   redis.on("error", (error: Error) => logger.warn({ err: error.message }, "redis connection error"));
   const cache = new KeyCache({ redis, subscriber, keys, logger, ttlMs: config.KEY_CACHE_TTL_MS });
   await cache.start();
+  const metrics = new GatewayMetrics();
   const gateway = new Gateway({
+    metrics,
     cache,
     limiter: new RateLimiter(redis, keys, { leaseMs: config.RATE_LIMIT_LEASE_MS, logger }),
     tiers,
@@ -59,13 +64,38 @@ export async function startGateway(
   });
   const port = await listen(server, config.GATEWAY_HOST, config.GATEWAY_PORT, "GATEWAY_PORT");
   logger.info({ port, upstream: config.UPSTREAM_URL, source: config.GATEWAY_ID }, "gateway listening");
+  const metricsServer =
+    config.GATEWAY_METRICS_PORT === undefined
+      ? undefined
+      : createServer((req, res) => {
+          if (req.url !== "/metrics") {
+            res.writeHead(404).end();
+            return;
+          }
+          metrics.registry.metrics().then(
+            (text) => res.writeHead(200, { "content-type": metrics.registry.contentType }).end(text),
+            () => res.writeHead(500).end(),
+          );
+        });
+  let metricsPort: number | undefined;
+  if (metricsServer) {
+    metricsPort = await listen(
+      metricsServer,
+      config.GATEWAY_HOST,
+      config.GATEWAY_METRICS_PORT ?? 0,
+      "GATEWAY_METRICS_PORT",
+    );
+    logger.info({ port: metricsPort }, "gateway metrics listening");
+  }
   return {
     server,
     port,
+    metricsPort,
     gateway,
     cache,
     stop: async () => {
       await new Promise<void>((resolve) => server.close(() => resolve()));
+      metricsServer?.close();
       server.closeAllConnections();
       await sink.flush();
       await Promise.all([redis.quit(), subscriber.quit()]);
