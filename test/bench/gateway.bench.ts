@@ -8,6 +8,7 @@
  *                                      sequential requests, with rate-limit leases (RATE_LIMIT_LEASE_MS, 100)
  *   middleware_p50_ms / _p99_ms        time in Gateway.check on a cache hit (auth, scope, IP, quota flag,
  *                                      rate limit), measured inside the gateway process
+ *   check_in_process_us_per_request    Gateway.check on a cache hit called in a loop: the logic's CPU cost
  *   gateway_no_lease_*                 the same with leases off: one Redis round trip per request
  *   upstream_rps / gateway_rps         throughput at BENCH_CONCURRENCY requests in flight
  *
@@ -15,7 +16,8 @@
  * BENCH_THROUGHPUT_REQUESTS (default 8000) per target, each throughput phase capped at 5 s.
  */
 import { type ChildProcess, fork } from "node:child_process";
-import { Agent, createServer, type IncomingMessage, request } from "node:http";
+import { Agent, createServer, IncomingMessage, request } from "node:http";
+import { Socket } from "node:net";
 import { performance } from "node:perf_hooks";
 import { fileURLToPath } from "node:url";
 import { createGatewayProxy, type Decision, Gateway, KeyCache, RateLimiter } from "@keymeter/gateway";
@@ -179,6 +181,41 @@ async function throughput(port: number, headers: Record<string, string>): Promis
   return done / seconds;
 }
 
+/**
+ * Gateway.check on a cache hit with leases, called in a loop in this process: the CPU cost of
+ * the gateway's own logic, without HTTP or scheduling noise.
+ */
+async function inProcessCheck(prefix: string, secret: string): Promise<number> {
+  const logger = createLogger("bench-check", "warn");
+  const keys = redisKeys(prefix);
+  const redis = createRedis(REDIS_URL);
+  const subscriber = createRedis(REDIS_URL);
+  try {
+    const cache = new KeyCache({ redis, subscriber, keys, logger });
+    await cache.start();
+    const gateway = new Gateway({
+      cache,
+      limiter: new RateLimiter(redis, keys, { leaseMs: LEASE_MS }),
+      tiers: TIERS,
+      sink: new CountingSink(),
+      logger,
+      source: "bench",
+    });
+    const request = Object.assign(new IncomingMessage(new Socket()), {
+      method: "GET",
+      url: "/v1/items/42?expand=1",
+      headers: { authorization: `Bearer ${secret}` },
+    });
+    const calls = 20_000;
+    for (let i = 0; i < 2_000; i++) await gateway.check(request);
+    const started = performance.now();
+    for (let i = 0; i < calls; i++) await gateway.check(request);
+    return ((performance.now() - started) / calls) * 1000;
+  } finally {
+    await Promise.all([redis.quit(), subscriber.quit()]);
+  }
+}
+
 async function main(): Promise<void> {
   const prefix = `bench_gateway_${Date.now().toString(36)}_${process.pid}:`;
   const redis = createRedis(REDIS_URL);
@@ -218,6 +255,7 @@ async function main(): Promise<void> {
     const { stats: directStats } = await ask<Stats>(direct.process, "stats");
     agent.destroy();
 
+    const checkUs = await inProcessCheck(prefix, secret);
     const upstreamRps = await throughput(upstream.port, headers);
     const gatewayRps = await throughput(gateway.port, headers);
     const directRps = await throughput(direct.port, headers);
@@ -234,6 +272,7 @@ async function main(): Promise<void> {
       ["gateway_overhead_p99_ms", ms(percentile(leased, 99) - percentile(bare, 99))],
       ["middleware_p50_ms", ms(stats.p50)],
       ["middleware_p99_ms", ms(stats.p99)],
+      ["check_in_process_us_per_request", checkUs.toFixed(1)],
       ["gateway_no_lease_overhead_p50_ms", ms(percentile(perRequest, 50) - percentile(bare, 50))],
       ["gateway_no_lease_overhead_p99_ms", ms(percentile(perRequest, 99) - percentile(bare, 99))],
       ["middleware_no_lease_p50_ms", ms(directStats.p50)],
