@@ -38,7 +38,8 @@ export const env = {
     z
       .string()
       .url()
-      .refine((value) => protocols.includes(new URL(value).protocol.replace(/:$/, "")), {
+      // canParse first: zod still runs refinements after .url() fails, and new URL() would throw.
+      .refine((value) => URL.canParse(value) && protocols.includes(new URL(value).protocol.replace(/:$/, "")), {
         message: `expected a ${protocols.join(" or ")} URL`,
       }),
   port: () => z.coerce.number().int().min(0).max(65535),

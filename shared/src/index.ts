@@ -1,3 +1,4 @@
+export * from "./api-keys/index";
 export * from "./clickhouse";
 export * from "./clickhouse-migrations";
 export * from "./config";
@@ -11,6 +12,9 @@ export * from "./kafka";
 export * from "./kafka-topics";
 export * from "./listen";
 export * from "./logger";
+export * from "./quota-flags";
 export * from "./redis";
+export * from "./redis-keys";
 export * from "./service";
+export * from "./tiers";
 export * from "./usage-event";

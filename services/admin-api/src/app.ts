@@ -1,0 +1,232 @@
+import { randomUUID } from "node:crypto";
+import {
+  AppError,
+  createKeyInputSchema,
+  describeIssues,
+  hashesEqual,
+  hashSecret,
+  IpAllowlist,
+  isAppError,
+  KEY_ID,
+  type KeyRegistry,
+  keyState,
+  type Logger,
+  parseSecret,
+  scopeViolation,
+  type TierCatalog,
+  updateKeyInputSchema,
+} from "@keymeter/shared";
+import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from "fastify";
+import { z } from "zod";
+
+export interface AdminAppOptions {
+  registry: KeyRegistry;
+  tiers: TierCatalog;
+  logger: Logger;
+  /** Accepted as an admin credential (ADMIN_BOOTSTRAP_TOKEN); compared by hash in constant time. */
+  bootstrapToken?: string;
+  /** Largest request body, bytes. */
+  bodyLimit?: number;
+}
+
+const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
+const BEARER = /^Bearer[ \t]+(\S+)[ \t]*$/i;
+
+const idParams = z.object({ id: z.string().regex(KEY_ID, "expected a key id like key_XXXXXXXX") }).strict();
+const listQuery = z
+  .object({
+    customer_id: z.string().min(1).max(128).optional(),
+    limit: z.coerce.number().int().min(1).max(1000).default(100),
+    offset: z.coerce.number().int().min(0).default(0),
+  })
+  .strict();
+const rotateBody = z
+  .object({
+    grace_period_seconds: z
+      .number()
+      .int()
+      .min(0)
+      .max(90 * 86_400)
+      .optional(),
+  })
+  .strict()
+  .default({});
+const emptyBody = z.object({}).strict().optional();
+
+declare module "fastify" {
+  interface FastifyRequest {
+    /** Who made an admin call: a key id, or "bootstrap". */
+    actor?: string;
+  }
+}
+
+/**
+ * The admin API: keys (create, list, show, update, rotate, revoke, sync) and tiers, behind
+ * an admin-scoped API key. Every body, query and parameter goes through zod; errors use the
+ * closed AppError codes; anything unexpected is a generic 500 with the request id.
+ */
+export function buildAdminApp(options: AdminAppOptions): FastifyInstance {
+  const { registry, tiers, logger } = options;
+  const bootstrapHash = options.bootstrapToken ? hashSecret(options.bootstrapToken) : undefined;
+  const app = Fastify({
+    logger: false,
+    bodyLimit: options.bodyLimit ?? 16 * 1024,
+    genReqId: (req) => {
+      const given = req.headers["x-request-id"];
+      return typeof given === "string" && REQUEST_ID.test(given) ? given : randomUUID();
+    },
+  });
+
+  app.addHook("onRequest", async (request, reply) => {
+    reply.header("x-request-id", request.id);
+    reply.header("cache-control", "no-store");
+  });
+
+  app.addHook("onResponse", async (request, reply) => {
+    logger.info(
+      {
+        request_id: request.id,
+        method: request.method,
+        route: request.routeOptions.url ?? "(unmatched)",
+        status: reply.statusCode,
+        actor: request.actor,
+        ms: Math.round(reply.elapsedTime * 100) / 100,
+      },
+      "admin request",
+    );
+  });
+
+  const authenticate = async (request: FastifyRequest) => {
+    const match = BEARER.exec(request.headers.authorization ?? "");
+    const secret = match?.[1];
+    if (!secret) throw new AppError("unauthenticated", "missing credentials: send 'Authorization: Bearer <admin key>'");
+    const hash = hashSecret(secret);
+    if (bootstrapHash && hashesEqual(hash, bootstrapHash)) {
+      request.actor = "bootstrap";
+      return;
+    }
+    if (!parseSecret(secret)) throw new AppError("unauthenticated", "malformed API key");
+    const record = await registry.findByHash(hash);
+    const entry = record?.secret_hashes.find((candidate) => hashesEqual(candidate.hash, hash));
+    if (!record || !entry) throw new AppError("unauthenticated", "invalid API key");
+    const now = Date.now();
+    if (entry.valid_until !== null && Date.parse(entry.valid_until) <= now) {
+      throw new AppError("unauthenticated", "this API key was rotated and its grace period has ended");
+    }
+    const state = keyState(record, now);
+    if (state !== "active") throw new AppError("unauthenticated", `API key ${state}`);
+    if (record.scope !== "admin") throw new AppError("forbidden", "the admin API needs an admin-scoped key");
+    if (!new IpAllowlist(record.ip_allowlist).allows(request.ip)) {
+      throw new AppError("forbidden", "requests from this address are not allowed for this API key");
+    }
+    const violation = scopeViolation(record, { method: request.method, path: request.url.split("?")[0] ?? "/" }, []);
+    if (violation) throw new AppError("forbidden", violation);
+    request.actor = record.id;
+  };
+
+  app.get("/healthz", async () => ({ ok: true }));
+
+  app.register(
+    async (v1) => {
+      v1.addHook("preHandler", authenticate);
+
+      v1.get("/tiers", async () => ({ tiers: tiers.list() }));
+
+      v1.post("/keys", async (request, reply) => {
+        const issued = await registry.create(parse("body", createKeyInputSchema, request.body ?? {}));
+        audit(logger, request, "create", issued.key.id);
+        return reply.code(201).send({ key: issued.key, secret: issued.secret, mirrored: issued.mirrored });
+      });
+
+      v1.get("/keys", async (request) => {
+        const query = parse("query", listQuery, request.query);
+        const keys = await registry.list({
+          ...(query.customer_id === undefined ? {} : { customerId: query.customer_id }),
+          limit: query.limit,
+          offset: query.offset,
+        });
+        return { keys };
+      });
+
+      v1.post("/keys/sync", async (request) => {
+        parse("body", emptyBody, request.body ?? undefined);
+        const mirrored = await registry.sync();
+        audit(logger, request, "sync");
+        return { mirrored };
+      });
+
+      v1.get("/keys/:id", async (request) => ({
+        key: await registry.show(parse("path", idParams, request.params).id),
+      }));
+
+      v1.patch("/keys/:id", async (request) => {
+        const { id } = parse("path", idParams, request.params);
+        const key = await registry.update(id, parse("body", updateKeyInputSchema, request.body ?? {}));
+        audit(logger, request, "update", id);
+        return { key };
+      });
+
+      v1.post("/keys/:id/rotate", async (request) => {
+        const { id } = parse("path", idParams, request.params);
+        const body = parse("body", rotateBody, request.body ?? undefined);
+        const graceMs = body.grace_period_seconds === undefined ? undefined : body.grace_period_seconds * 1000;
+        const issued = await registry.rotate(id, graceMs === undefined ? {} : { graceMs });
+        audit(logger, request, "rotate", id);
+        return { key: issued.key, secret: issued.secret, mirrored: issued.mirrored };
+      });
+
+      v1.post("/keys/:id/revoke", async (request) => {
+        const { id } = parse("path", idParams, request.params);
+        parse("body", emptyBody, request.body ?? undefined);
+        const key = await registry.revoke(id);
+        audit(logger, request, "revoke", id);
+        return { key };
+      });
+    },
+    { prefix: "/v1" },
+  );
+
+  app.setNotFoundHandler((request, reply) => {
+    sendError(reply, new AppError("not_found", `no route ${request.method} ${request.url.split("?")[0]}`), request.id);
+  });
+
+  app.setErrorHandler((error, request, reply) => {
+    if (isAppError(error)) return sendError(reply, error, request.id);
+    const code = (error as { code?: unknown }).code;
+    if (code === "FST_ERR_CTP_BODY_TOO_LARGE") {
+      return sendError(reply, new AppError("payload_too_large", "request body is too large"), request.id);
+    }
+    if (code === "FST_ERR_CTP_INVALID_MEDIA_TYPE") {
+      return sendError(
+        reply,
+        new AppError("bad_request", "expected a JSON body (content-type: application/json)"),
+        request.id,
+      );
+    }
+    if (typeof code === "string" && code.startsWith("FST_ERR_CTP")) {
+      return sendError(reply, new AppError("bad_request", "request body is not valid JSON"), request.id);
+    }
+    // A bug or an unreachable store: the details go to the log, never to the client.
+    logger.error({ request_id: request.id, err: error }, "admin request failed");
+    return sendError(reply, new AppError("internal", `internal error (request id ${request.id})`), request.id);
+  });
+
+  return app;
+}
+
+function parse<S extends z.ZodType>(where: "body" | "query" | "path", schema: S, input: unknown): z.output<S> {
+  const result = schema.safeParse(input);
+  if (!result.success) throw new AppError("bad_request", `invalid ${where}: ${describeIssues(result.error)}`);
+  return result.data;
+}
+
+function sendError(reply: FastifyReply, error: AppError, requestId: string) {
+  return reply
+    .code(error.httpStatus)
+    .type("application/json; charset=utf-8")
+    .send({ error: { code: error.code, message: error.message, request_id: requestId } });
+}
+
+function audit(logger: Logger, request: FastifyRequest, action: string, keyId?: string) {
+  logger.info({ request_id: request.id, actor: request.actor, action, key_id: keyId }, "admin action");
+}

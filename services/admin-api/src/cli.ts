@@ -1,0 +1,175 @@
+import type { Writable } from "node:stream";
+import { AppError, isAppError } from "@keymeter/shared";
+import { Command, CommanderError, Option } from "commander";
+import type { RegistryDeps } from "./registry";
+
+export interface CliIo {
+  out: Writable;
+  err: Writable;
+}
+
+const collect = (value: string, previous: string[] = []) => [...previous, value];
+
+/**
+ * `keymeter`: keys and tiers from a terminal, straight against the registry (Redis and the
+ * ClickHouse mirror), so it also creates the first admin key. Output is JSON on stdout; a
+ * failure is one line on stderr and a non-zero exit code. `connect` runs only for commands
+ * that need the registry, so `--help` needs no Redis.
+ */
+export function buildCli(connect: () => Promise<RegistryDeps> | RegistryDeps, io: CliIo): Command {
+  const print = (value: unknown) => io.out.write(`${JSON.stringify(value, null, 2)}\n`);
+  const withRegistry =
+    <A extends unknown[]>(action: (deps: RegistryDeps, ...args: A) => Promise<unknown>) =>
+    async (...args: A) => {
+      const deps = await connect();
+      try {
+        print(await action(deps, ...args));
+      } finally {
+        await deps.close();
+      }
+    };
+
+  const program = new Command("keymeter")
+    .description("keymeter: API keys, tiers and usage metering")
+    .configureOutput({
+      writeOut: (text) => io.out.write(text),
+      writeErr: (text) => io.err.write(text),
+    })
+    .exitOverride();
+
+  const keys = program.command("keys").description("create, list, show, update, rotate and revoke API keys");
+
+  keys
+    .command("create")
+    .description("create a key; its secret is printed once and never stored")
+    .requiredOption("--customer <id>", "customer id")
+    .requiredOption("--tier <name>", "tier name (see 'keymeter tiers list')")
+    .addOption(new Option("--scope <scope>", "what the key may do").choices(["read-only", "read-write", "admin"]))
+    .addOption(new Option("--env <env>", "live or test key").choices(["live", "test"]))
+    .option("--name <name>", "a label for people")
+    .option("--route <prefix>", "restrict the key to a path prefix (repeatable)", collect)
+    .option("--ip <cidr>", "allow requests only from this address or CIDR block (repeatable)", collect)
+    .option("--expires-at <time>", "RFC 3339 time after which the key stops working")
+    .action(
+      withRegistry(async ({ registry }, options: Record<string, string | string[] | undefined>) => {
+        const issued = await registry.create({
+          customer_id: String(options.customer),
+          tier: String(options.tier),
+          ...defined({
+            scope: options.scope,
+            env: options.env,
+            name: options.name,
+            routes: options.route,
+            ip_allowlist: options.ip,
+            expires_at: options.expiresAt,
+          }),
+        } as Parameters<typeof registry.create>[0]);
+        return { ...issued, note: "store the secret now: it is shown only once" };
+      }),
+    );
+
+  keys
+    .command("list")
+    .description("list keys, newest first")
+    .option("--customer <id>", "only this customer's keys")
+    .option("--limit <n>", "at most this many", "100")
+    .option("--offset <n>", "skip this many", "0")
+    .action(
+      withRegistry(async ({ registry }, options: { customer?: string; limit: string; offset: string }) => {
+        const limit = wholeNumber("--limit", options.limit, 1);
+        const offset = wholeNumber("--offset", options.offset, 0);
+        return registry.list({ ...(options.customer ? { customerId: options.customer } : {}), limit, offset });
+      }),
+    );
+
+  keys
+    .command("show <id>")
+    .description("show one key (never its secret)")
+    .action(withRegistry(async ({ registry }, id: string) => registry.show(id)));
+
+  keys
+    .command("update <id>")
+    .description("change a key's tier, scope, routes, IP allowlist, name or expiry")
+    .option("--tier <name>", "new tier")
+    .addOption(new Option("--scope <scope>", "new scope").choices(["read-only", "read-write", "admin"]))
+    .option("--name <name>", "new label")
+    .option("--route <prefix>", "replace the route restrictions (repeatable)", collect)
+    .option("--no-routes", "remove every route restriction")
+    .option("--ip <cidr>", "replace the IP allowlist (repeatable)", collect)
+    .option("--no-ips", "remove the IP allowlist")
+    .option("--expires-at <time>", "new expiry (RFC 3339), or 'never'")
+    .action(
+      withRegistry(
+        async ({ registry }, id: string, options: Record<string, string | string[] | boolean | undefined>) => {
+          const patch = defined({
+            tier: options.tier,
+            scope: options.scope,
+            name: options.name,
+            routes: options.routes === false ? [] : options.route,
+            ip_allowlist: options.ips === false ? [] : options.ip,
+            expires_at: options.expiresAt === "never" ? null : options.expiresAt,
+          });
+          return registry.update(id, patch as Parameters<typeof registry.update>[1]);
+        },
+      ),
+    );
+
+  keys
+    .command("rotate <id>")
+    .description("issue a new secret; the old one keeps working for the grace period")
+    .option("--grace-seconds <n>", "how long the old secret keeps working (default: KEY_ROTATION_GRACE_SECONDS)")
+    .action(
+      withRegistry(async ({ registry }, id: string, options: { graceSeconds?: string }) => {
+        const grace =
+          options.graceSeconds === undefined ? undefined : wholeNumber("--grace-seconds", options.graceSeconds, 0);
+        const issued = await registry.rotate(id, grace === undefined ? {} : { graceMs: grace * 1000 });
+        return { ...issued, note: "store the secret now: it is shown only once" };
+      }),
+    );
+
+  keys
+    .command("revoke <id>")
+    .description("revoke a key for good; every gateway refuses it within a second")
+    .action(withRegistry(async ({ registry }, id: string) => registry.revoke(id)));
+
+  keys
+    .command("sync")
+    .description("write every key's metadata to ClickHouse again (repairs failed mirror writes)")
+    .action(withRegistry(async ({ registry }) => ({ mirrored: await registry.sync() })));
+
+  program
+    .command("tiers")
+    .description("pricing tiers (configuration: TIERS_FILE)")
+    .command("list")
+    .description("list the configured tiers")
+    .action(withRegistry(async ({ tiers }) => tiers.list()));
+
+  return program;
+}
+
+/**
+ * Runs the CLI with `argv` (process.argv form) and returns the exit code; errors are one
+ * line on stderr, never a stack trace for a known error.
+ */
+export async function runCli(argv: string[], connect: () => Promise<RegistryDeps> | RegistryDeps, io: CliIo) {
+  const program = buildCli(connect, io);
+  try {
+    await program.parseAsync(argv);
+    return 0;
+  } catch (error) {
+    if (error instanceof CommanderError) return error.exitCode;
+    if (isAppError(error)) io.err.write(`keymeter: ${error.message}\n`);
+    else io.err.write(`keymeter: unexpected error: ${error instanceof Error ? error.stack : String(error)}\n`);
+    return 1;
+  }
+}
+
+function defined(values: Record<string, unknown>): Record<string, unknown> {
+  return Object.fromEntries(Object.entries(values).filter(([, value]) => value !== undefined));
+}
+
+function wholeNumber(option: string, value: string, min: number): number {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < min) throw new AppError("bad_request", `${option} must be a whole number >= ${min}`);
+  return n;
+}

@@ -1,0 +1,49 @@
+import { env, KEY_PREFIX, storesConfigSchema } from "@keymeter/shared";
+import { z } from "zod";
+
+/** The key registry's settings, shared by the admin API and the CLI. */
+export const registryConfigSchema = storesConfigSchema
+  .pick({
+    REDIS_URL: true,
+    CLICKHOUSE_URL: true,
+    CLICKHOUSE_USER: true,
+    CLICKHOUSE_PASSWORD: true,
+    CLICKHOUSE_DATABASE: true,
+    LOG_LEVEL: true,
+  })
+  .extend({
+    /** Path to a tiers JSON file; the shipped defaults (free, pro, enterprise) when unset. */
+    TIERS_FILE: z.string().min(1).optional(),
+    /** Namespace for every Redis key and channel; must match the gateways'. */
+    REDIS_KEY_PREFIX: z.string().default(""),
+    /** The `km` in `km_live_...`: what secret scanners look for. */
+    KEY_SECRET_PREFIX: z.string().regex(KEY_PREFIX, "expected 2..10 lower-case letters").default("km"),
+    /** How long a rotated-out secret keeps working unless a rotation says otherwise. */
+    KEY_ROTATION_GRACE_SECONDS: z.coerce
+      .number()
+      .int()
+      .min(0)
+      .max(90 * 86_400)
+      .default(86_400),
+  });
+export type RegistryConfig = z.infer<typeof registryConfigSchema>;
+
+/** The admin API's environment. */
+export const adminConfigSchema = registryConfigSchema.extend({
+  ADMIN_HOST: z.string().min(1).default("127.0.0.1"),
+  ADMIN_PORT: env.port().default(8081),
+  /**
+   * A bootstrap credential accepted as an admin key, to create the first real admin key
+   * over HTTP. Unset it once an admin key exists (or use `keymeter keys create --scope admin`).
+   */
+  ADMIN_BOOTSTRAP_TOKEN: z.preprocess(
+    (value) => (value === "" ? undefined : value),
+    z.string().min(32, "must be at least 32 characters").optional(),
+  ),
+  /** Apply ClickHouse migrations (the api_keys table) at start-up. */
+  MIGRATE_ON_START: z
+    .enum(["true", "false", "1", "0"], { message: "expected true or false" })
+    .transform((value) => value === "true" || value === "1")
+    .default(true),
+});
+export type AdminConfig = z.infer<typeof adminConfigSchema>;

@@ -1,0 +1,4 @@
+export * from "./app";
+export * from "./cli";
+export * from "./config";
+export * from "./registry";

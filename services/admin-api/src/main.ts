@@ -1,0 +1,38 @@
+import { AppError, clickHouseConnection, createLogger, parseConfig, runMigrations, runService } from "@keymeter/shared";
+import { buildAdminApp } from "./app";
+import { adminConfigSchema } from "./config";
+import { createRegistryFromConfig } from "./registry";
+
+runService("admin-api", async () => {
+  const config = parseConfig(adminConfigSchema);
+  const logger = createLogger("admin-api", config.LOG_LEVEL);
+  if (config.MIGRATE_ON_START) await runMigrations(clickHouseConnection(config), { logger });
+  const deps = createRegistryFromConfig(config, logger);
+  if (config.ADMIN_BOOTSTRAP_TOKEN) {
+    logger.warn("ADMIN_BOOTSTRAP_TOKEN is set: create an admin key, then unset it");
+  }
+  const app = buildAdminApp({
+    registry: deps.registry,
+    tiers: deps.tiers,
+    logger,
+    ...(config.ADMIN_BOOTSTRAP_TOKEN ? { bootstrapToken: config.ADMIN_BOOTSTRAP_TOKEN } : {}),
+  });
+  let address: string;
+  try {
+    address = await app.listen({ host: config.ADMIN_HOST, port: config.ADMIN_PORT });
+  } catch (error) {
+    await deps.close();
+    if ((error as NodeJS.ErrnoException).code === "EADDRINUSE") {
+      throw new AppError(
+        "port_in_use",
+        `port ${config.ADMIN_PORT} on ${config.ADMIN_HOST} is already in use (set ADMIN_PORT to another port)`,
+      );
+    }
+    throw error;
+  }
+  logger.info({ address }, "admin api listening");
+  return async () => {
+    await app.close();
+    await deps.close();
+  };
+});

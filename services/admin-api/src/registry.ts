@@ -1,0 +1,41 @@
+import {
+  ClickHouseKeyMirror,
+  clickHouseConnection,
+  createClickHouse,
+  createRedis,
+  KeyRegistry,
+  type Logger,
+  loadTiers,
+  redisKeys,
+  type TierCatalog,
+} from "@keymeter/shared";
+import type { RegistryConfig } from "./config";
+
+export interface RegistryDeps {
+  registry: KeyRegistry;
+  tiers: TierCatalog;
+  close(): Promise<void>;
+}
+
+/** The key registry on Redis, mirrored to ClickHouse, as the config describes it. */
+export function createRegistryFromConfig(config: RegistryConfig, logger: Logger): RegistryDeps {
+  const tiers = loadTiers(config.TIERS_FILE);
+  const redis = createRedis(config.REDIS_URL);
+  const clickhouse = createClickHouse(clickHouseConnection(config), { requestTimeoutMs: 5_000 });
+  const registry = new KeyRegistry({
+    redis,
+    keys: redisKeys(config.REDIS_KEY_PREFIX),
+    tiers,
+    logger,
+    mirror: new ClickHouseKeyMirror(clickhouse),
+    secretPrefix: config.KEY_SECRET_PREFIX,
+    defaultGraceMs: config.KEY_ROTATION_GRACE_SECONDS * 1000,
+  });
+  return {
+    registry,
+    tiers,
+    close: async () => {
+      await Promise.all([redis.quit(), clickhouse.close()]);
+    },
+  };
+}

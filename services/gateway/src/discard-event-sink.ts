@@ -1,0 +1,7 @@
+import type { UsageEventInput, UsageEventSink } from "@keymeter/shared";
+
+/** Drops every event: a gateway that only authenticates and limits. */
+export class DiscardEventSink implements UsageEventSink {
+  emit(_event: UsageEventInput): void {}
+  async flush(): Promise<void> {}
+}

@@ -1,0 +1,298 @@
+import { randomUUID } from "node:crypto";
+import type { IncomingMessage, ServerResponse } from "node:http";
+import { performance } from "node:perf_hooks";
+import {
+  AppError,
+  hashesEqual,
+  hashSecret,
+  IpAllowlist,
+  type KeyRecord,
+  keyState,
+  type Logger,
+  normalizeIp,
+  parseSecret,
+  scopeViolation,
+  type TierCatalog,
+  type UsageEventSink,
+} from "@keymeter/shared";
+import type { GatewayMetrics } from "./gateway-metrics";
+import type { CachedKey, KeyCache } from "./key-cache";
+import type { RateLimiter } from "./rate-limiter";
+import { parseRequestTarget } from "./request-path";
+import { defaultRouteTemplate, type RouteTemplater } from "./route-template";
+
+export interface GatewayOptions {
+  cache: KeyCache;
+  limiter: RateLimiter;
+  tiers: TierCatalog;
+  sink: UsageEventSink;
+  logger: Logger;
+  /** This gateway's id: the CloudEvents `source` of its events. */
+  source: string;
+  routeTemplate?: RouteTemplater;
+  /** Paths only admin keys may use. */
+  adminRoutePrefixes?: readonly string[];
+  /** Accept `?api_key=`; keys in URLs end up in access logs and browser history. */
+  allowQueryKey?: boolean;
+  /** Decision counts and check latency for Prometheus. */
+  metrics?: GatewayMetrics;
+  /** Proxies whose `X-Forwarded-For` is believed (CIDRs); empty: the socket address is the client. */
+  trustedProxies?: readonly string[];
+  now?: () => number;
+}
+
+/** The outcome of checking one request; `error` is set when the gateway refuses it. */
+export interface Decision {
+  requestId: string;
+  /** performance.now() when the request arrived. */
+  startedAt: number;
+  /** Epoch ms when the request arrived: the event time. */
+  receivedAt: number;
+  method: string;
+  /** The canonical path (see request-path.ts): what scopes were checked against. */
+  path: string;
+  /** Path and query to forward upstream (normalized, without an `api_key` parameter). */
+  forwardPath: string;
+  route: string;
+  /** Where the key came from, so a proxy can strip it before forwarding. */
+  keySource?: "authorization" | "x-api-key" | "query";
+  /** The identified key, also when the request is refused for its state, scope, IP or limits. */
+  key?: KeyRecord;
+  error?: AppError;
+  /** Response headers: request id, RateLimit-*, Retry-After. */
+  headers: Array<[string, string]>;
+}
+
+const BEARER = /^Bearer[ \t]+(\S+)[ \t]*$/i;
+const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
+
+/**
+ * The gateway core, framework-free: {@link check} authenticates and limits one request,
+ * {@link record} emits its usage event once the response is done. Adapters for node:http,
+ * connect/Express and Fastify live in middleware.ts.
+ */
+export class Gateway {
+  private readonly cache: KeyCache;
+  private readonly limiter: RateLimiter;
+  private readonly tiers: TierCatalog;
+  private readonly sink: UsageEventSink;
+  private readonly logger: Logger;
+  private readonly source: string;
+  private readonly routeTemplate: RouteTemplater;
+  private readonly adminRoutePrefixes: readonly string[];
+  private readonly allowQueryKey: boolean;
+  private readonly trustedProxies: IpAllowlist | undefined;
+  private readonly now: () => number;
+  private readonly metrics: GatewayMetrics | undefined;
+
+  constructor(options: GatewayOptions) {
+    this.metrics = options.metrics;
+    this.cache = options.cache;
+    this.limiter = options.limiter;
+    this.tiers = options.tiers;
+    this.sink = options.sink;
+    this.logger = options.logger;
+    this.source = options.source;
+    this.routeTemplate = options.routeTemplate ?? defaultRouteTemplate;
+    this.adminRoutePrefixes = options.adminRoutePrefixes ?? ["/admin"];
+    this.allowQueryKey = options.allowQueryKey ?? false;
+    this.trustedProxies =
+      options.trustedProxies && options.trustedProxies.length > 0 ? new IpAllowlist(options.trustedProxies) : undefined;
+    this.now = options.now ?? Date.now;
+    if (this.allowQueryKey) {
+      this.logger.warn(
+        "API keys are accepted in the api_key query parameter: URLs end up in access logs, proxies and browser history; prefer the Authorization header",
+      );
+    }
+  }
+
+  /** Authenticates, authorizes and rate-limits one request. Never rejects. */
+  async check(req: IncomingMessage): Promise<Decision> {
+    const startedAt = performance.now();
+    const incomingId = req.headers["x-request-id"];
+    const requestId = typeof incomingId === "string" && REQUEST_ID.test(incomingId) ? incomingId : randomUUID();
+    const method = req.method ?? "GET";
+    const target = parseRequestTarget(req.url ?? "/");
+    if (!target) {
+      const refused: Decision = {
+        requestId,
+        startedAt,
+        receivedAt: this.now(),
+        method,
+        path: "/",
+        forwardPath: "/",
+        route: "/",
+        headers: [["x-request-id", requestId]],
+        error: new AppError("bad_request", "the request path is not acceptable (encoded slash, backslash or NUL)"),
+      };
+      this.metrics?.observe(refused, (performance.now() - startedAt) / 1000);
+      return refused;
+    }
+    const found = this.extractKey(req, target.searchParams);
+    let search = target.search;
+    if (target.searchParams.has("api_key")) {
+      target.searchParams.delete("api_key");
+      const rest = target.searchParams.toString();
+      search = rest === "" ? "" : `?${rest}`;
+    }
+    const decision: Decision = {
+      requestId,
+      startedAt,
+      receivedAt: this.now(),
+      method,
+      path: target.path,
+      forwardPath: target.path + search,
+      route: this.routeTemplate(target.path, method),
+      headers: [["x-request-id", requestId]],
+    };
+    if (found) decision.keySource = found.source;
+    try {
+      decision.error = await this.authorize(req, decision, found?.secret);
+    } catch (error) {
+      // Redis unreachable or a bug: refuse (fail closed) with a message that reveals nothing.
+      this.logger.error({ request_id: requestId, err: (error as Error).message }, "gateway check failed");
+      decision.error = new AppError("service_unavailable", "the gateway cannot check API keys right now; try again", {
+        retryable: true,
+      });
+    }
+    this.metrics?.observe(decision, (performance.now() - startedAt) / 1000);
+    return decision;
+  }
+
+  private async authorize(req: IncomingMessage, decision: Decision, secret: string | undefined) {
+    if (secret === undefined) {
+      return new AppError(
+        "unauthenticated",
+        "missing API key: send it as 'Authorization: Bearer <key>' or in the X-API-Key header",
+      );
+    }
+    if (!parseSecret(secret)) return new AppError("unauthenticated", "malformed API key");
+    const hash = hashSecret(secret);
+    const cached = await this.cache.lookup(hash);
+    if (!cached) return new AppError("unauthenticated", "invalid API key");
+    const entry = cached.record.secret_hashes.find((candidate) => hashesEqual(candidate.hash, hash));
+    if (!entry) return new AppError("unauthenticated", "invalid API key");
+    const record = cached.record;
+    decision.key = record;
+    const now = this.now();
+    if (entry.valid_until !== null && Date.parse(entry.valid_until) <= now) {
+      return new AppError("unauthenticated", "this API key was rotated and its grace period has ended");
+    }
+    const state = keyState(record, now);
+    if (state !== "active") return new AppError("unauthenticated", `API key ${state}`);
+    if (!cached.allowlist.allows(this.clientIp(req))) {
+      return new AppError("forbidden", "requests from this address are not allowed for this API key");
+    }
+    const violation = scopeViolation(record, decision, this.adminRoutePrefixes);
+    if (violation) return new AppError("forbidden", violation);
+    const tier = this.tiers.get(record.tier);
+    if (!tier) {
+      this.logger.error({ key_id: record.id, tier: record.tier }, "api key has a tier that is not configured");
+      return new AppError("forbidden", "this API key's tier is not available");
+    }
+    const quotaError = this.quotaError(cached, tier.overage, now, decision);
+    if (quotaError) return quotaError;
+    const limit = await this.limiter.take(record.id, tier);
+    decision.headers.push(
+      ["ratelimit-limit", String(limit.limit)],
+      ["ratelimit-remaining", String(limit.remaining)],
+      ["ratelimit-reset", String(Math.ceil(limit.resetMs / 1000))],
+    );
+    if (!limit.allowed) {
+      decision.headers.push(["retry-after", String(Math.max(1, Math.ceil(limit.retryAfterMs / 1000)))]);
+      return new AppError("rate_limited", `rate limit of ${limit.limit} requests per second exceeded`, {
+        retryable: true,
+      });
+    }
+    return undefined;
+  }
+
+  private quotaError(cached: CachedKey, overage: "block" | "bill", now: number, decision: Decision) {
+    if (overage !== "block" || cached.quotaFlaggedUntil <= now) return undefined;
+    if (Number.isFinite(cached.quotaFlaggedUntil)) {
+      decision.headers.push(["retry-after", String(Math.ceil((cached.quotaFlaggedUntil - now) / 1000))]);
+    }
+    return new AppError("quota_exceeded", "monthly quota exceeded for this API key");
+  }
+
+  /** Writes the JSON error answer for a refused request. */
+  refuse(res: ServerResponse, decision: Decision, error: AppError = decision.error ?? internalError()): void {
+    const body = JSON.stringify(errorBody(error, decision.requestId));
+    for (const [name, value] of decision.headers) res.setHeader(name, value);
+    res.writeHead(error.httpStatus, {
+      "content-type": "application/json; charset=utf-8",
+      "content-length": Buffer.byteLength(body),
+      "cache-control": "no-store",
+    });
+    res.end(body);
+  }
+
+  /**
+   * Emits the usage event of a finished request. Requests without an identified key emit
+   * nothing (there is no key id to bill); refused ones carry units 0.
+   */
+  record(decision: Decision, status: number, requestBytes: number, responseBytes: number): void {
+    const key = decision.key;
+    if (!key) return;
+    this.sink.emit({
+      specversion: "1.0",
+      id: randomUUID(),
+      source: this.source,
+      type: "api.request",
+      subject: key.id,
+      time: new Date(decision.receivedAt).toISOString(),
+      datacontenttype: "application/json",
+      data: {
+        method: decision.method,
+        route: decision.route,
+        status,
+        latency_ms: Math.round((performance.now() - decision.startedAt) * 1000) / 1000,
+        request_bytes: requestBytes,
+        response_bytes: responseBytes,
+        units: decision.error ? 0 : 1,
+        customer_id: key.customer_id,
+        tier: key.tier,
+      },
+    });
+  }
+
+  private extractKey(
+    req: IncomingMessage,
+    query: URLSearchParams,
+  ): { secret: string; source: Decision["keySource"] } | undefined {
+    const authorization = req.headers.authorization;
+    if (authorization !== undefined) {
+      const match = BEARER.exec(authorization);
+      // A non-Bearer Authorization header may belong to the upstream API; fall through.
+      if (match?.[1]) return { secret: match[1], source: "authorization" };
+    }
+    const header = req.headers["x-api-key"];
+    if (typeof header === "string" && header !== "") return { secret: header.trim(), source: "x-api-key" };
+    if (this.allowQueryKey) {
+      const value = query.get("api_key");
+      if (value) return { secret: value, source: "query" };
+    }
+    return undefined;
+  }
+
+  /** The socket address, or the first untrusted hop of X-Forwarded-For behind trusted proxies. */
+  clientIp(req: IncomingMessage): string | undefined {
+    const remote = req.socket.remoteAddress;
+    if (!remote || !this.trustedProxies?.allows(remote)) return remote === undefined ? undefined : normalizeIp(remote);
+    const forwarded = req.headers["x-forwarded-for"];
+    const hops = (Array.isArray(forwarded) ? forwarded.join(",") : (forwarded ?? "")).split(",").map((h) => h.trim());
+    for (let i = hops.length - 1; i >= 0; i--) {
+      const hop = hops[i];
+      if (hop && !this.trustedProxies.allows(hop)) return normalizeIp(hop);
+    }
+    return normalizeIp(remote);
+  }
+}
+
+export function errorBody(error: AppError, requestId: string) {
+  return { error: { code: error.code, message: error.message, request_id: requestId } };
+}
+
+function internalError(): AppError {
+  return new AppError("internal", "internal error");
+}

@@ -1,0 +1,6 @@
+export * from "./ip-allowlist";
+export * from "./key-format";
+export * from "./key-mirror";
+export * from "./key-record";
+export * from "./key-registry";
+export * from "./scopes";

@@ -1,0 +1,96 @@
+import { createHash, randomBytes, timingSafeEqual } from "node:crypto";
+import { crc32 } from "node:zlib";
+
+/**
+ * API key secrets look like `km_live_<30 base62 random><6 base62 CRC32>`, after GitHub's
+ * token format: the prefix and environment make a leaked key recognisable to secret
+ * scanners, and the checksum lets anyone (scanner, gateway) reject a mistyped or made-up
+ * key without a database look-up.
+ */
+export const KEY_ENVIRONMENTS = ["live", "test"] as const;
+export type KeyEnvironment = (typeof KEY_ENVIRONMENTS)[number];
+
+const BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+const RANDOM_LENGTH = 30;
+const CHECKSUM_LENGTH = 6;
+/** Key prefixes: 2..10 lower-case letters, so the `_` separators stay unambiguous. */
+export const KEY_PREFIX = /^[a-z]{2,10}$/;
+const SECRET = /^([a-z]{2,10})_(live|test)_([0-9A-Za-z]{36})$/;
+/** Key ids as the usage event schema's `subject` accepts them. */
+export const KEY_ID = /^key_[A-Za-z0-9]{8,64}$/;
+
+/** `length` characters of uniform base62 (rejection sampling: no modulo bias). */
+export function randomBase62(length: number): string {
+  let out = "";
+  while (out.length < length) {
+    for (const byte of randomBytes(length * 2)) {
+      // 248 = 4 * 62: bytes at or above it would favour the first characters.
+      if (byte < 248) out += BASE62[byte % 62];
+      if (out.length === length) break;
+    }
+  }
+  return out;
+}
+
+function base62Fixed(value: number, width: number): string {
+  let n = value;
+  let out = "";
+  for (let i = 0; i < width; i++) {
+    out = BASE62[n % 62] + out;
+    n = Math.floor(n / 62);
+  }
+  return out;
+}
+
+/** The 6-character checksum of everything before it (`km_live_<random>`). */
+export function keyChecksum(body: string): string {
+  return base62Fixed(crc32(body) >>> 0, CHECKSUM_LENGTH);
+}
+
+/** A new secret. It is shown once; only {@link hashSecret} of it is stored. */
+export function generateSecret(prefix: string, env: KeyEnvironment): string {
+  if (!KEY_PREFIX.test(prefix)) throw new Error("key prefix must be 2..10 lower-case letters");
+  const body = `${prefix}_${env}_${randomBase62(RANDOM_LENGTH)}`;
+  return body + keyChecksum(body);
+}
+
+export interface ParsedSecret {
+  prefix: string;
+  env: KeyEnvironment;
+}
+
+/**
+ * Checks shape and checksum. Returns undefined for anything that is not a well-formed
+ * key; says nothing about whether the key exists.
+ */
+export function parseSecret(candidate: string): ParsedSecret | undefined {
+  if (candidate.length > 64) return undefined;
+  const match = SECRET.exec(candidate);
+  if (!match?.[1] || !match[3]) return undefined;
+  const body = candidate.slice(0, candidate.length - CHECKSUM_LENGTH);
+  if (keyChecksum(body) !== candidate.slice(-CHECKSUM_LENGTH)) return undefined;
+  return { prefix: match[1], env: match[2] === "live" ? "live" : "test" };
+}
+
+/** SHA-256 of the secret, hex: the only form in which a secret is stored. */
+export function hashSecret(secret: string): string {
+  return createHash("sha256").update(secret).digest("hex");
+}
+
+/** Constant-time comparison of two hex SHA-256 hashes. */
+export function hashesEqual(a: string, b: string): boolean {
+  const left = Buffer.from(a, "hex");
+  const right = Buffer.from(b, "hex");
+  return left.length === 32 && right.length === 32 && timingSafeEqual(left, right);
+}
+
+/** A new key id: `key_` and 16 base62 characters (~95 bits), independent of the secret. */
+export function generateKeyId(): string {
+  return `key_${randomBase62(16)}`;
+}
+
+/** The last 4 characters of a secret, to tell keys apart in listings (`km_live_…Ab3x`). */
+export function secretHint(secret: string): string {
+  const parsed = parseSecret(secret);
+  return `${parsed ? `${parsed.prefix}_${parsed.env}_` : ""}…${secret.slice(-4)}`;
+}
