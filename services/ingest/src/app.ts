@@ -53,6 +53,7 @@ export function buildIngestApp(options: IngestAppOptions): FastifyInstance {
   });
 
   app.addHook("onRequest", async (request) => {
+    if (request.url === "/healthz") return;
     const header = request.headers.authorization ?? "";
     const token = header.startsWith("Bearer ") ? header.slice(7) : "";
     const presented = digest(token);
