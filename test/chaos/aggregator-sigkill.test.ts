@@ -1,8 +1,8 @@
 import { afterAll, describe, expect, it } from "vitest";
 import { killAllAggregators, killHard, spawnAggregator, stopGracefully } from "../support/aggregator-process";
 import { createTestPipeline, type TestPipeline } from "../support/pipeline";
+import { waitFor } from "../support/poll";
 import { produceStream } from "../support/stream";
-import { waitFor } from "../support/wait";
 
 describe("aggregator killed with SIGKILL during a stream", () => {
   let pipeline: TestPipeline;

@@ -1,9 +1,8 @@
-import { Aggregator } from "@keymeter/aggregator";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { IsolatedServices } from "../support/isolated-services";
-import { createTestPipeline, type TestPipeline } from "../support/pipeline";
+import { createTestPipeline, startTestAggregator, type TestPipeline } from "../support/pipeline";
+import { waitFor } from "../support/poll";
 import { produceStream } from "../support/stream";
-import { waitFor } from "../support/wait";
 
 async function gauge(metric: { get(): Promise<{ values: Array<{ value: number }> }> }): Promise<number> {
   return (await metric.get()).values.reduce((sum, v) => sum + v.value, 0);
@@ -23,18 +22,7 @@ describe("ClickHouse stopped and restarted during a stream (private ClickHouse)"
 
   it("pauses, retries with back-off, catches up, and the totals are exact", async () => {
     pipeline = await createTestPipeline("ch_restart", { clickhouseUrl: services.clickhouseUrl, partitions: 3 });
-    const aggregator = new Aggregator({
-      kafka: pipeline.kafka,
-      clickhouse: pipeline.clickhouse,
-      redis: pipeline.redis,
-      topics: pipeline.topics,
-      groupId: `${pipeline.name}-group`,
-      logger: pipeline.logger,
-      dedupWindowSeconds: 600,
-      dedupKeyPrefix: pipeline.dedupKeyPrefix,
-      maxRetryDelayMs: 1_000,
-    });
-    await aggregator.start();
+    const aggregator = await startTestAggregator(pipeline, { maxRetryDelayMs: 1_000 });
     try {
       const total = 30_000;
       const streaming = produceStream(pipeline, { total, chunk: 500, pauseMs: 200 });

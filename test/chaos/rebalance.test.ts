@@ -1,8 +1,8 @@
-import { Aggregator } from "@keymeter/aggregator";
+import type { Aggregator } from "@keymeter/aggregator";
 import { afterAll, describe, expect, it } from "vitest";
-import { createTestPipeline, type TestPipeline } from "../support/pipeline";
+import { createTestPipeline, startTestAggregator, type TestPipeline } from "../support/pipeline";
+import { waitFor } from "../support/poll";
 import { produceStream } from "../support/stream";
-import { waitFor } from "../support/wait";
 
 describe("scaling out: instances join and leave one consumer group during a stream", () => {
   let pipeline: TestPipeline;
@@ -10,21 +10,7 @@ describe("scaling out: instances join and leave one consumer group during a stre
 
   it("keeps totals exact through rebalances with batches in flight", async () => {
     pipeline = await createTestPipeline("rebalance", { partitions: 6 });
-    const start = async () => {
-      const aggregator = new Aggregator({
-        kafka: pipeline.kafka,
-        clickhouse: pipeline.clickhouse,
-        redis: pipeline.redis,
-        topics: pipeline.topics,
-        groupId: `${pipeline.name}-group`,
-        logger: pipeline.logger,
-        dedupWindowSeconds: 600,
-        dedupKeyPrefix: pipeline.dedupKeyPrefix,
-        sessionTimeoutMs: 6_000,
-      });
-      await aggregator.start();
-      return aggregator;
-    };
+    const start = () => startTestAggregator(pipeline, { sessionTimeoutMs: 6_000 });
     const inserted = async (a: Aggregator) => (await a.metrics.inserted.get()).values[0]?.value ?? 0;
 
     const total = 40_000;

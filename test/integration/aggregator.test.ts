@@ -1,8 +1,8 @@
-import { Aggregator } from "@keymeter/aggregator";
+import type { Aggregator } from "@keymeter/aggregator";
 import { createIdempotentProducer } from "@keymeter/shared";
 import { afterEach, describe, expect, it } from "vitest";
-import { createTestPipeline, type TestPipeline, usageEvent } from "../support/pipeline";
-import { waitFor } from "../support/wait";
+import { createTestPipeline, startTestAggregator, type TestPipeline, usageEvent } from "../support/pipeline";
+import { waitFor } from "../support/poll";
 
 const cleanups: Array<() => Promise<void>> = [];
 afterEach(async () => {
@@ -10,17 +10,7 @@ afterEach(async () => {
 });
 
 async function startAggregator(pipeline: TestPipeline, groupId = `${pipeline.name}-group`): Promise<Aggregator> {
-  const aggregator = new Aggregator({
-    kafka: pipeline.kafka,
-    clickhouse: pipeline.clickhouse,
-    redis: pipeline.redis,
-    topics: pipeline.topics,
-    groupId,
-    logger: pipeline.logger,
-    dedupWindowSeconds: 600,
-    dedupKeyPrefix: pipeline.dedupKeyPrefix,
-  });
-  await aggregator.start();
+  const aggregator = await startTestAggregator(pipeline, { groupId });
   cleanups.push(() => aggregator.stop());
   return aggregator;
 }

@@ -5,7 +5,7 @@ import { createKafka, createLogger, ensureTopics, KafkaEmitter, topicNames, unpa
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { IsolatedServices } from "../support/isolated-services";
 import { usageEvent } from "../support/pipeline";
-import { waitFor } from "../support/wait";
+import { waitFor } from "../support/poll";
 
 const logger = createLogger("test", "silent");
 

@@ -1,3 +1,4 @@
+import { Aggregator, type AggregatorOptions } from "@keymeter/aggregator";
 import {
   type ClickHouseClient,
   type ClickHouseConnection,
@@ -92,6 +93,26 @@ export async function createTestPipeline(
       redis.disconnect();
     },
   };
+}
+
+/** An aggregator on the pipeline's topics, database and dedup prefix, started; `stop()` it when done. */
+export async function startTestAggregator(
+  pipeline: TestPipeline,
+  options: Partial<AggregatorOptions> = {},
+): Promise<Aggregator> {
+  const aggregator = new Aggregator({
+    kafka: pipeline.kafka,
+    clickhouse: pipeline.clickhouse,
+    redis: pipeline.redis,
+    topics: pipeline.topics,
+    groupId: `${pipeline.name}-group`,
+    logger: pipeline.logger,
+    dedupWindowSeconds: 600,
+    dedupKeyPrefix: pipeline.dedupKeyPrefix,
+    ...options,
+  });
+  await aggregator.start();
+  return aggregator;
 }
 
 let sequence = 0;
