@@ -1,5 +1,5 @@
 import { spawnSync } from "node:child_process";
-import { mkdtempSync, readFileSync } from "node:fs";
+import { mkdtempSync, readdirSync, readFileSync } from "node:fs";
 import { createServer, type Server } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -108,6 +108,12 @@ describe("docker-compose.yml", () => {
     expect(localServices).toEqual(["redis", "clickhouse", "kafka", "stripe-mock"]);
     for (const name of localServices) expect(Object.keys(compose.services)).toContain(name);
     expect(compose.services.kafka?.image).toBe("apache/kafka:3.9.1");
+    // Every deployable in services/ runs in the compose topology too.
+    const deployables = readdirSync(join(import.meta.dirname, "../../services"), { withFileTypes: true })
+      .filter((entry) => entry.isDirectory())
+      .map((entry) => entry.name);
+    expect(deployables.length).toBeGreaterThan(0);
+    for (const name of deployables) expect(Object.keys(compose.services)).toContain(name);
     // Published on loopback only, like the local scripts.
     for (const service of Object.values(compose.services)) {
       for (const port of service.ports ?? []) expect(port).toMatch(/^127\.0\.0\.1:/);
