@@ -88,9 +88,9 @@ describe("ClickHouse migrations (real server)", () => {
       { month: "2026-11-01", status_class: 4, requests: "1", units: "0" },
     ]);
     // The dashboard views read the same numbers.
-    expect(
-      await query("SELECT day, customer_id, calls, billable_units, client_errors FROM v_customer_daily"),
-    ).toEqual([{ day: "2026-11-30", customer_id: "cus_1", calls: "3", billable_units: "4", client_errors: "1" }]);
+    expect(await query("SELECT day, customer_id, calls, billable_units, client_errors FROM v_customer_daily")).toEqual([
+      { day: "2026-11-30", customer_id: "cus_1", calls: "3", billable_units: "4", client_errors: "1" },
+    ]);
     expect(await query("SELECT key_id, calls, billable_units, key_name FROM v_key_monthly")).toEqual([
       { key_id: "key_abcdefgh", calls: "3", billable_units: "4", key_name: "" },
     ]);
