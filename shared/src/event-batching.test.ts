@@ -1,6 +1,6 @@
 import { Partitioners } from "kafkajs";
 import { describe, expect, it } from "vitest";
-import { EVENT_COUNT_HEADER, packEvents, partitionFor, unpackEvents } from "./event-batching";
+import { EVENT_COUNT_HEADER, inRequests, packEvents, partitionFor, unpackEvents } from "./event-batching";
 
 describe("partitionFor", () => {
   it("agrees with kafkajs's Java-compatible default partitioner on many keys", () => {
@@ -58,5 +58,30 @@ describe("packEvents / unpackEvents", () => {
   it("treats a value without newlines as one event", () => {
     expect(unpackEvents(Buffer.from('{"a":1}')).map(String)).toEqual(['{"a":1}']);
     expect(unpackEvents(null)).toEqual([null]);
+  });
+});
+
+describe("inRequests", () => {
+  it("puts at most one message per partition in a request, keeping each partition's order", () => {
+    const events = Array.from({ length: 40 }, (_, i) => ({
+      key: i % 2 === 0 ? "key_a" : "key_b",
+      value: `{"n":${i}}`,
+    }));
+    const packed = packEvents(events, 3, 64);
+    const requests = inRequests(packed);
+    expect(requests.flat()).toHaveLength(packed.length);
+    for (const request of requests) {
+      const partitions = request.map((m) => m.partition);
+      expect(new Set(partitions).size).toBe(partitions.length);
+    }
+    // Concatenating the requests in order gives each partition's messages in their packed order.
+    const byPartition = (ms: typeof packed) =>
+      ms.reduce<Record<number, string[]>>((acc, m) => {
+        const list = acc[m.partition ?? 0] ?? [];
+        list.push(String(m.value));
+        acc[m.partition ?? 0] = list;
+        return acc;
+      }, {});
+    expect(byPartition(requests.flat())).toEqual(byPartition(packed));
   });
 });

@@ -80,6 +80,26 @@ export function packEvents(events: KeyedEvent[], partitions: number, maxMessageB
   return messages;
 }
 
+/**
+ * Orders packed messages into produce requests holding at most one message per partition:
+ * kafkajs puts a request's messages for one partition into one record batch, which the
+ * broker refuses over `message.max.bytes` (1 MB by default). Sent one after another, the
+ * requests keep the order per partition.
+ */
+export function inRequests(messages: Message[]): Message[][] {
+  const requests: Message[][] = [];
+  const seen = new Map<number, number>();
+  for (const message of messages) {
+    const partition = message.partition ?? 0;
+    const round = seen.get(partition) ?? 0;
+    seen.set(partition, round + 1);
+    const request = requests[round] ?? [];
+    request.push(message);
+    requests[round] = request;
+  }
+  return requests;
+}
+
 /** Splits a message value back into its events' JSON (the reverse of packEvents), decoding it once. */
 export function unpackEvents(value: Buffer | null): Array<string | null> {
   if (value === null) return [null];

@@ -42,6 +42,18 @@ describe("parseUsageEvent", () => {
     if (!result.ok) expect(result.error).toContain(`${field}:`);
   });
 
+  it("refuses event times before 2000 or more than a day ahead, naming the field", () => {
+    for (const time of [
+      "1999-12-31T23:59:59Z",
+      "0000-01-01T00:30:00+01:00",
+      new Date(Date.now() + 2 * 86_400_000).toISOString(),
+    ]) {
+      const result = parseUsageEvent({ ...valid, time });
+      expect(result).toMatchObject({ ok: false, error: expect.stringContaining("time: outside the accepted range") });
+    }
+    expect(parseUsageEvent({ ...valid, time: new Date(Date.now() + 3_600_000).toISOString() }).ok).toBe(true);
+  });
+
   it("rejects an impossible date that matches the RFC 3339 shape", () => {
     const result = parseUsageEvent({ ...valid, time: "2026-13-45T10:00:00Z" });
     expect(result).toMatchObject({ ok: false });

@@ -6,6 +6,11 @@ export const USAGE_EVENT_TYPE = "api.request";
 /** Largest event, serialized, that the pipeline accepts (a usage event is ~400 bytes). */
 export const MAX_EVENT_BYTES = 16 * 1024;
 
+/** Event times outside [2000-01-01, now + 1 day] are refused: a clock gone wrong must not bill a far month. */
+const EARLIEST_EVENT_MS = Date.UTC(2000, 0, 1);
+const MAX_FUTURE_MS = 86_400_000;
+const plausibleTime = (ms: number) => ms >= EARLIEST_EVENT_MS && ms <= Date.now() + MAX_FUTURE_MS;
+
 const RFC3339 = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:\d{2})$/;
 const KEY_ID = /^key_[A-Za-z0-9]{8,64}$/;
 
@@ -38,7 +43,8 @@ export const usageEventSchema = z.object({
   time: z
     .string()
     .regex(RFC3339, "expected an RFC 3339 timestamp")
-    .refine((value) => !Number.isNaN(Date.parse(value)), "not a real date"),
+    .refine((value) => !Number.isNaN(Date.parse(value)), "not a real date")
+    .refine((value) => plausibleTime(Date.parse(value)), "outside the accepted range (2000-01-01 to one day ahead)"),
   datacontenttype: z.literal("application/json").optional(),
   data: usageDataSchema,
 });
@@ -89,7 +95,7 @@ function acceptWellFormed(input: unknown): UsageEvent | undefined {
   if (!isString(id, 1, 128) || !isString(source, 1, 256) || typeof subject !== "string" || !KEY_ID.test(subject)) {
     return undefined;
   }
-  if (typeof time !== "string" || !RFC3339.test(time) || Number.isNaN(Date.parse(time))) return undefined;
+  if (typeof time !== "string" || !RFC3339.test(time) || !plausibleTime(Date.parse(time))) return undefined;
   if (datacontenttype !== undefined && datacontenttype !== "application/json") return undefined;
   if (!isObject(data)) return undefined;
   const { method, route, status, latency_ms, request_bytes = 0, response_bytes = 0, units = 1 } = data;

@@ -3,18 +3,18 @@ import type { TestPipeline } from "./pipeline";
 import { usageEvent } from "./pipeline";
 
 /**
- * Produces `total` events in chunks with a pause between them, so a stream is still flowing
- * while a test breaks things. Returns the ids sent.
+ * Produces up to `total` events in chunks with a pause between them, so a stream is still
+ * flowing while a test breaks things; `until` ends it early. Returns how many were sent.
  */
 export async function produceStream(
   pipeline: TestPipeline,
-  options: { total: number; chunk: number; pauseMs: number },
+  options: { total: number; chunk: number; pauseMs: number; until?: () => boolean },
 ): Promise<number> {
   const producer = createIdempotentProducer(pipeline.kafka);
   await producer.connect();
   let sent = 0;
   try {
-    while (sent < options.total) {
+    while (sent < options.total && !options.until?.()) {
       const n = Math.min(options.chunk, options.total - sent);
       const messages = Array.from({ length: n }, () => {
         const event = usageEvent();

@@ -32,6 +32,8 @@ export interface AggregatorOptions {
   metrics?: AggregatorMetrics;
   /** Longest wait between insert retries while ClickHouse is down. */
   maxRetryDelayMs?: number;
+  /** Called when the consumer stopped for good (kafkajs will not restart it): exit and let the supervisor restart. */
+  onFatal?: (error: Error) => void;
 }
 
 /** An event that failed validation, and where it came from. */
@@ -44,7 +46,7 @@ interface InvalidEvent {
   reason: string;
 }
 
-/** A batch abandoned because its partition moved to another consumer during a rebalance. */
+/** A batch abandoned because the consumer is stopping: the partition's next owner takes it up. */
 class PartitionRevoked extends Error {}
 
 /**
@@ -66,8 +68,8 @@ export class Aggregator {
   private readonly store: UsageStore;
   private readonly offsets: OffsetStore;
   private readonly dedup: DedupWindow;
-  /** Last offset stored in ClickHouse, per partition; reloaded after every rebalance. */
-  private stored: Promise<Map<number, bigint>> | undefined;
+  /** Last offset stored in ClickHouse, per partition; emptied by every rebalance. */
+  private readonly stored = new Map<number, bigint>();
 
   constructor(private readonly options: AggregatorOptions) {
     this.metrics = options.metrics ?? new AggregatorMetrics();
@@ -90,11 +92,12 @@ export class Aggregator {
     });
     // A new assignment may include partitions another instance wrote to since we last looked.
     this.consumer.on(this.consumer.events.GROUP_JOIN, (event) => {
-      this.stored = undefined;
+      this.stored.clear();
       options.logger.info({ assignment: event.payload.memberAssignment }, "partitions assigned");
     });
     this.consumer.on(this.consumer.events.CRASH, (event) => {
       options.logger.error({ err: event.payload.error, restart: event.payload.restart }, "consumer crashed");
+      if (!event.payload.restart) options.onFatal?.(event.payload.error);
     });
   }
 
@@ -116,20 +119,30 @@ export class Aggregator {
     await this.deadLetter.disconnect();
   }
 
-  private async lastStored(partition: number): Promise<bigint> {
-    this.stored ??= this.offsets.lastStoredOffsets(this.options.topics.events).catch((error) => {
-      this.stored = undefined;
-      throw error;
-    });
-    return (await this.stored).get(partition) ?? -1n;
+  /** The last offset of `partition` stored in ClickHouse; `reload` asks ClickHouse again. */
+  private async lastStored(partition: number, reload = false): Promise<bigint> {
+    if (reload || !this.stored.has(partition)) {
+      const offsets = await this.offsets.lastStoredOffsets(this.options.topics.events);
+      this.stored.set(partition, offsets.get(partition) ?? -1n);
+    }
+    return this.stored.get(partition) ?? -1n;
   }
 
   private async handleBatch(payload: EachBatchPayload): Promise<void> {
     const { batch, resolveOffset, heartbeat, commitOffsetsIfNecessary } = payload;
     const last = batch.messages.at(-1);
     if (!last) return;
-    const { topic, partition } = batch;
     this.metrics.consumed.inc(batch.messages.length);
+    await this.storeBatch(payload);
+    resolveOffset(last.offset);
+    await commitOffsetsIfNecessary();
+    this.metrics.lag.set({ partition: String(batch.partition) }, Number(batch.offsetLag()));
+    await heartbeat();
+  }
+
+  private async storeBatch(payload: EachBatchPayload): Promise<void> {
+    const { batch } = payload;
+    const { topic, partition } = batch;
 
     const alreadyStored = await this.withRetry(payload, "read stored offsets", () => this.lastStored(partition));
     const ingestedAt = toDateTime(Date.now());
@@ -155,8 +168,10 @@ export class Aggregator {
         }
         const member = DedupWindow.member(parsed.event.source, parsed.event.id);
         if (isStored) {
-          // Counted before a crash or rebalance; mark it in case that happened before the marking.
+          // Counted before a crash or rebalance; mark it in case that happened before the
+          // marking, and drop a later copy of it in this same batch.
           storedMembers.push(member);
+          inBatch.add(member);
           continue;
         }
         if (inBatch.has(member)) {
@@ -179,42 +194,60 @@ export class Aggregator {
     const freshOffsets = duplicates.size === 0 ? rowOffsets : rowOffsets.filter(keep);
     this.metrics.duplicates.inc(rows.length - fresh.length);
 
+    let pending = fresh;
+    let pendingOffsets = freshOffsets;
+    let attempt = 0;
     await this.withRetry(payload, "insert into ClickHouse", async () => {
+      if (attempt++ > 0) {
+        // A failed insert may still have been applied (a timeout, a server that finished
+        // after the client gave up): ask ClickHouse what it holds and send only the rest.
+        const stored = await this.lastStored(partition, true);
+        const keepUnstored = (_: string, i: number) => BigInt(pendingOffsets[i] ?? "0") > stored;
+        pending = pending.filter(keepUnstored);
+        pendingOffsets = pendingOffsets.filter(keepUnstored);
+      }
       const timer = this.metrics.insertSeconds.startTimer();
-      await this.store.insert(fresh);
+      // One query id per batch: ClickHouse refuses a retry while the first attempt still runs.
+      await this.store.insert(pending, `${topic}-${partition}-${batch.firstOffset()}-${batch.lastOffset()}`);
       timer();
     });
-    this.metrics.inserted.inc(fresh.length);
-    if (fresh.length > 0) {
-      const stored = await this.stored;
-      stored?.set(partition, BigInt(freshOffsets.at(-1) ?? alreadyStored));
-    }
+    this.metrics.inserted.inc(pending.length);
+    const lastInserted = pendingOffsets.at(-1);
+    if (lastInserted !== undefined) this.stored.set(partition, BigInt(lastInserted));
 
     const toMark = [...storedMembers, ...members.filter((m) => !duplicates.has(m))];
     await this.withRetry(payload, "mark ids in the dedup window", () => this.dedup.mark(toMark));
-    resolveOffset(last.offset);
-    await commitOffsetsIfNecessary();
-    this.metrics.lag.set({ partition: String(partition) }, Number(batch.offsetLag()));
-    await heartbeat();
   }
 
   private async sendToDeadLetter(topic: string, partition: number, invalid: InvalidEvent[]): Promise<void> {
     // At least once: a crash before the INSERT re-sends these; the headers identify duplicates.
-    await this.deadLetter.send({
-      topic: this.options.topics.deadLetter,
-      acks: -1,
-      messages: invalid.map((m) => ({
-        key: m.key,
-        value: m.value,
-        headers: {
-          "x-error": m.reason,
-          "x-source-topic": topic,
-          "x-source-partition": String(partition),
-          "x-source-offset": m.offset,
-          "x-source-line": String(m.line),
-        },
-      })),
-    });
+    // Sent in requests under a megabyte, the broker's default limit.
+    const messages = invalid.map((m) => ({
+      key: m.key,
+      value: m.value,
+      headers: {
+        "x-error": m.reason,
+        "x-source-topic": topic,
+        "x-source-partition": String(partition),
+        "x-source-offset": m.offset,
+        "x-source-line": String(m.line),
+      },
+    }));
+    const send = (chunk: typeof messages) =>
+      this.deadLetter.send({ topic: this.options.topics.deadLetter, acks: -1, messages: chunk });
+    let chunk: typeof messages = [];
+    let bytes = 0;
+    for (const message of messages) {
+      const size = (message.value?.length ?? 0) + 256;
+      if (chunk.length > 0 && bytes + size > 900_000) {
+        await send(chunk);
+        chunk = [];
+        bytes = 0;
+      }
+      chunk.push(message);
+      bytes += size;
+    }
+    if (chunk.length > 0) await send(chunk);
     this.metrics.deadLettered.inc(invalid.length);
     this.options.logger.warn(
       { partition, count: invalid.length, first: invalid[0]?.reason },
@@ -235,6 +268,7 @@ export class Aggregator {
         try {
           return await action();
         } catch (error) {
+          if (error instanceof PartitionRevoked) throw error;
           if (!payload.isRunning() || payload.isStale()) throw new PartitionRevoked("consumer stopping");
           this.metrics.insertFailures.inc();
           if (!resume) {

@@ -20,7 +20,11 @@ runService("aggregator", async () => {
   const logger = createLogger("aggregator", config.LOG_LEVEL);
   const connection = clickHouseConnection(config);
   await runMigrations(connection, { logger });
-  const clickhouse = createClickHouse(connection);
+  // Each ClickHouse call ends well inside the group's session timeout: between retries the
+  // aggregator heart-beats, so a slow ClickHouse cannot cost it its partitions unnoticed.
+  const clickhouse = createClickHouse(connection, {
+    requestTimeoutMs: Math.floor(config.AGGREGATOR_SESSION_TIMEOUT_MS / 2),
+  });
   const redis = createRedis(config.REDIS_URL);
   const kafka = createKafka(config.KAFKA_BROKERS, "keymeter-aggregator", logger);
   const topics = topicNames(config.KAFKA_TOPIC_PREFIX);
@@ -41,6 +45,8 @@ runService("aggregator", async () => {
     concurrency: config.AGGREGATOR_CONCURRENCY,
     fetchBytesPerPartition: config.AGGREGATOR_FETCH_BYTES_PER_PARTITION,
     sessionTimeoutMs: config.AGGREGATOR_SESSION_TIMEOUT_MS,
+    // A consumer kafkajs gave up on must not look healthy: exit, the supervisor restarts us.
+    onFatal: () => process.exit(1),
   });
 
   const metricsServer = createServer((req, res) => {

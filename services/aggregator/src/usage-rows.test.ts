@@ -10,7 +10,7 @@ describe("usageRowJson", () => {
       source: "gw\n1",
       type: "api.request",
       subject: "key_abcdefgh",
-      time: "2026-11-30T23:59:59.999Z",
+      time: "2026-10-31T23:59:59.999Z",
       data: { method: "GET", route: "/v1/é/:id", status: 200, latency_ms: 1.25, customer_id: "cus_1", tier: "pro" },
     });
     if (!parsed.ok) throw new Error(parsed.error);
@@ -23,7 +23,7 @@ describe("usageRowJson", () => {
       key_id: "key_abcdefgh",
       customer_id: "cus_1",
       tier: "pro",
-      event_time: "2026-11-30 23:59:59",
+      event_time: "2026-10-31 23:59:59",
       method: "GET",
       route: "/v1/é/:id",
       status: 200,

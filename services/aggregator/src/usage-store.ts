@@ -3,17 +3,18 @@ import type { ClickHouseClient } from "@keymeter/shared";
 
 /** Where accepted usage rows go: one INSERT per batch; rollups and offsets follow by view. */
 export interface UsageStore {
-  /** Inserts JSONEachRow lines (see usageRowJson) in one INSERT. */
-  insert(rows: string[]): Promise<void>;
+  /** Inserts JSONEachRow lines (see usageRowJson) in one INSERT, under `queryId`. */
+  insert(rows: string[], queryId: string): Promise<void>;
 }
 
 export class ClickHouseUsageStore implements UsageStore {
   constructor(private readonly clickhouse: ClickHouseClient) {}
 
-  async insert(rows: string[]): Promise<void> {
+  async insert(rows: string[], queryId: string): Promise<void> {
     if (rows.length === 0) return;
     const { stream } = await this.clickhouse.exec({
       query: "INSERT INTO usage_events FORMAT JSONEachRow",
+      query_id: queryId,
       values: Readable.from([rows.join("\n")]),
     });
     // The response must be read to the end, or the socket is not given back to the pool.

@@ -74,12 +74,12 @@ export function buildIngestApp(options: IngestAppOptions): FastifyInstance {
   });
 
   app.post("/v1/events", async (request, reply) => {
-    const [status, body] = await accept(eventsFromRequest(request).map(parseUsageEvent));
+    const [status, body] = await accept(limitBatch(eventsFromRequest(request)).map(parseUsageEvent));
     return reply.status(status).send(body);
   });
 
   app.post("/v1/kong", async (request, reply) => {
-    const entries = Array.isArray(request.body) ? request.body : [request.body];
+    const entries = limitBatch(Array.isArray(request.body) ? request.body : [request.body]);
     const parsed = entries.map((raw) => {
       const entry = kongLogSchema.safeParse(raw);
       if (!entry.success) return { ok: false as const, error: describeIssues(entry.error) };
@@ -106,19 +106,28 @@ export function buildIngestApp(options: IngestAppOptions): FastifyInstance {
     );
   }
 
-  async function accept(results: ReturnType<typeof parseUsageEvent>[]): Promise<[number, unknown]> {
-    if (results.length > options.maxBatchEvents) {
+  /** Counted before any event is validated: a body of many tiny items must not cost a validation each. */
+  function limitBatch(items: unknown[]): unknown[] {
+    if (items.length > options.maxBatchEvents) {
       throw new AppError(
         "payload_too_large",
-        `at most ${options.maxBatchEvents} events per request, got ${results.length}`,
+        `at most ${options.maxBatchEvents} events per request, got ${items.length}`,
       );
     }
+    return items;
+  }
+
+  async function accept(results: ReturnType<typeof parseUsageEvent>[]): Promise<[number, unknown]> {
     const accepted: UsageEvent[] = [];
     const rejected: Rejection[] = [];
     results.forEach((result, index) => {
       if (result.ok) accepted.push(result.event);
       else rejected.push({ index, error: result.error });
     });
+    if (rejected.length > 0) {
+      // Senders such as Kong ignore a 2xx body: the log is where refused usage shows up.
+      options.logger.warn({ rejected: rejected.length, first: rejected[0]?.error }, "ingest refused invalid events");
+    }
     if (accepted.length === 0) {
       return [
         400,

@@ -13,6 +13,8 @@ export const ingestConfigSchema = storesConfigSchema.extend({
   INGEST_MAX_BODY_BYTES: env.positiveInt().default(1024 * 1024),
   INGEST_MAX_BATCH_EVENTS: env.positiveInt().default(5_000),
   KAFKA_TOPIC_PREFIX: z.string().default(""),
+  /** Partitions of usage.events when this service creates it; the aggregator's setting too. */
+  KAFKA_EVENT_PARTITIONS: env.positiveInt().default(6),
   /** `source` of events built from Kong http-log payloads. */
   KONG_SOURCE: z.string().min(1).default("kong"),
 });

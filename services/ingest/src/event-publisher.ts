@@ -1,4 +1,4 @@
-import { AppError, type PartitionCount, packEvents, type UsageEvent } from "@keymeter/shared";
+import { AppError, inRequests, type PartitionCount, packEvents, type UsageEvent } from "@keymeter/shared";
 import type { Producer } from "kafkajs";
 
 /** Where accepted events go; resolves only once they are durable. */
@@ -24,11 +24,9 @@ export class KafkaEventPublisher implements EventPublisher {
     try {
       const send = async () => {
         const keyed = events.map((event) => ({ key: event.subject, value: JSON.stringify(event) }));
-        await this.producer.send({
-          topic: this.topic,
-          acks: -1,
-          messages: packEvents(keyed, await this.partitions.get()),
-        });
+        for (const request of inRequests(packEvents(keyed, await this.partitions.get()))) {
+          await this.producer.send({ topic: this.topic, acks: -1, messages: request });
+        }
       };
       await Promise.race([send(), timeout]);
     } catch (error) {

@@ -16,7 +16,8 @@ export const kongLogSchema = z.object({
     headers: z.record(z.string(), z.unknown()).optional(),
   }),
   latencies: z.object({ request: z.number().nonnegative() }).partial().default({}),
-  started_at: z.number().int().positive(),
+  /** Milliseconds since the epoch (Kong's own clock). */
+  started_at: z.number().int().positive().max(8.64e15),
   /** Set the Kong consumer's custom_id to the keymeter key id it stands for. */
   consumer: z.object({ custom_id: z.string().optional(), username: z.string().optional() }).optional(),
   route: z.object({ name: z.string().optional(), paths: z.array(z.string()).optional() }).optional(),

@@ -20,8 +20,9 @@ runService("ingest", async () => {
   const topics = topicNames(config.KAFKA_TOPIC_PREFIX);
   const admin = kafka.admin();
   await admin.connect();
-  await ensureTopics(admin, topics, { partitions: 6 });
-  const producer = createIdempotentProducer(kafka);
+  await ensureTopics(admin, topics, { partitions: config.KAFKA_EVENT_PARTITIONS });
+  // Bounded retries: a send the client already got a 503 for must not linger in memory.
+  const producer = createIdempotentProducer(kafka, { retry: { retries: 3, maxRetryTime: 2_000 } });
   await producer.connect();
 
   const app = buildIngestApp({

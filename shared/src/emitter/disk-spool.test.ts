@@ -1,4 +1,4 @@
-import { appendFile, mkdtemp, readdir } from "node:fs/promises";
+import { appendFile, mkdtemp, readdir, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
@@ -21,6 +21,8 @@ describe("DiskSpool", () => {
     expect(seen).toEqual(messages(10).map((m) => m.value));
     expect(spool.isEmpty).toBe(true);
     expect(spool.bytes).toBe(0);
+    expect(await readdir(dir)).toEqual(["LOCK"]);
+    await spool.close();
     expect(await readdir(dir)).toEqual([]);
   });
 
@@ -43,5 +45,20 @@ describe("DiskSpool", () => {
     expect(dropped).toBeLessThan(10);
     expect(spool.bytes).toBeLessThanOrEqual(100);
     expect((await spool.oldest())?.messages).toHaveLength(10 - dropped);
+  });
+});
+
+describe("DiskSpool lock", () => {
+  it("refuses a second spool on the same directory while the first is open", async () => {
+    const dir = await mkdtemp(join(tmpdir(), "spool-"));
+    const first = await DiskSpool.open({ dir, maxBytes: 1_000 });
+    // Same process id counts as ours (a restart inside one process); simulate another live owner.
+    await writeFile(join(dir, "LOCK"), String(process.ppid));
+    await expect(DiskSpool.open({ dir, maxBytes: 1_000 })).rejects.toThrow(`is in use by process ${process.ppid}`);
+    // A lock left by a process that no longer exists is taken over.
+    await writeFile(join(dir, "LOCK"), "2147483646");
+    const second = await DiskSpool.open({ dir, maxBytes: 1_000 });
+    await second.close();
+    await first.close();
   });
 });

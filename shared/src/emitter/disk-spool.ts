@@ -1,5 +1,6 @@
 import { type FileHandle, mkdir, open, readdir, readFile, stat, unlink } from "node:fs/promises";
 import { join } from "node:path";
+import { AppError } from "../errors";
 
 /** One Kafka message as the emitter keeps it: key id and the serialized event. */
 export interface SpooledMessage {
@@ -16,6 +17,43 @@ export interface DiskSpoolOptions {
 }
 
 const SEGMENT = /^segment-(\d{16})\.ndjson$/;
+const LOCK = "LOCK";
+
+/**
+ * One process per spool directory: two would number segments alike, replay each other's
+ * events twice and delete files the other is writing. A lock left by a dead process is taken over.
+ */
+async function takeLock(dir: string): Promise<void> {
+  const path = join(dir, LOCK);
+  for (let attempt = 0; attempt < 2; attempt++) {
+    try {
+      const handle = await open(path, "wx");
+      await handle.write(String(process.pid));
+      await handle.close();
+      return;
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== "EEXIST") throw error;
+      const owner = Number(await readFile(path, "utf8").catch(() => "0"));
+      if (owner > 0 && owner !== process.pid && isAlive(owner)) {
+        throw new AppError(
+          "conflict",
+          `spool directory ${dir} is in use by process ${owner}; give each instance its own`,
+        );
+      }
+      await unlink(path).catch(() => undefined);
+    }
+  }
+  throw new AppError("conflict", `could not lock spool directory ${dir}`);
+}
+
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
 
 /**
  * An append-only, ordered spool of messages on disk, in numbered segment files. The
@@ -32,6 +70,7 @@ export class DiskSpool {
   static async open(options: DiskSpoolOptions): Promise<DiskSpool> {
     const spool = new DiskSpool(options);
     await mkdir(options.dir, { recursive: true });
+    await takeLock(options.dir);
     for (const name of (await readdir(options.dir)).sort()) {
       const match = SEGMENT.exec(name);
       if (!match?.[1]) continue;
@@ -98,6 +137,7 @@ export class DiskSpool {
 
   async close(): Promise<void> {
     await this.seal();
+    await unlink(join(this.options.dir, LOCK)).catch(() => undefined);
   }
 
   private async writableSegment(): Promise<{ seq: number; handle: FileHandle; bytes: number }> {

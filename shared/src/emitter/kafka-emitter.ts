@@ -1,5 +1,5 @@
 import type { Admin, Kafka, Producer } from "kafkajs";
-import { PartitionCount, packEvents } from "../event-batching";
+import { inRequests, PartitionCount, packEvents } from "../event-batching";
 import type { UsageEventSink } from "../event-sink";
 import { createIdempotentProducer } from "../kafka";
 import type { Logger } from "../logger";
@@ -162,6 +162,8 @@ export class KafkaEmitter implements UsageEventSink {
     if (Date.now() < this.nextReplayAt) return this.scheduleReplay();
     if (!this.connected) await this.connect();
     while (this.connected && !spool.isEmpty && !this.closed) {
+      // New events queue up behind the spooled ones (order per key), not in memory.
+      if (this.buffer.length > 0) await this.toSpool(spool, this.buffer.splice(0));
       const segment = await spool.oldest();
       if (!segment) break;
       for (let i = 0; i < segment.messages.length; i += this.settings.maxBatchEvents) {
@@ -196,8 +198,9 @@ export class KafkaEmitter implements UsageEventSink {
         );
       });
       const send = async () => {
-        const packed = packEvents(messages, await this.partitions.get());
-        await this.producer.send({ topic: this.options.topic, acks: -1, messages: packed });
+        for (const request of inRequests(packEvents(messages, await this.partitions.get()))) {
+          await this.producer.send({ topic: this.options.topic, acks: -1, messages: request });
+        }
       };
       await Promise.race([send(), timeout]);
       this.counts.sent += messages.length;
@@ -230,15 +233,27 @@ export class KafkaEmitter implements UsageEventSink {
       this.producer = this.newProducer();
       void previous.disconnect().catch(() => undefined);
     }
+    let timer: NodeJS.Timeout | undefined;
     try {
-      await this.admin.connect();
-      await this.producer.connect();
-      await this.partitions.get();
+      // Bounded: the pump waits here, and meanwhile new events only fill the buffer.
+      const timeout = new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new Error("no connection to Kafka")), this.settings.sendTimeoutMs);
+      });
+      await Promise.race([
+        (async () => {
+          await this.admin.connect();
+          await this.producer.connect();
+          await this.partitions.get();
+        })(),
+        timeout,
+      ]);
       this.connected = true;
     } catch (error) {
       this.connected = false;
       this.nextReplayAt = Date.now() + this.settings.replayIntervalMs;
       this.options.logger.warn({ err: (error as Error).message }, "Kafka unreachable; events go to the disk spool");
+    } finally {
+      clearTimeout(timer);
     }
   }
 
