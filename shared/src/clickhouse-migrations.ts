@@ -101,7 +101,12 @@ interface AppliedRow {
  */
 export async function runMigrations(
   connection: ClickHouseConnection,
-  options: { dir?: string; logger?: Logger } = {},
+  options: {
+    dir?: string;
+    logger?: Logger;
+    /** Pretend the server is this version (tests of upgrade paths); the real one otherwise. */
+    serverVersion?: number[];
+  } = {},
 ): Promise<MigrationReport> {
   if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(connection.database)) {
     throw new AppError(
@@ -118,7 +123,7 @@ export async function runMigrations(
   }
   const client = createClickHouse(connection);
   try {
-    return await applyPending(client, migrations, options.logger);
+    return await applyPending(client, migrations, options.logger, options.serverVersion);
   } finally {
     await client.close();
   }
@@ -128,19 +133,53 @@ async function applyPending(
   client: ClickHouseClient,
   migrations: Migration[],
   logger?: Logger,
+  versionOverride?: number[],
 ): Promise<MigrationReport> {
   await client.command({
     query: `CREATE TABLE IF NOT EXISTS schema_migrations
       (version UInt32, name String, checksum String, applied_at DateTime('UTC'))
       ENGINE = MergeTree() ORDER BY version`,
   });
-  const result = await client.query({
-    query: "SELECT version, name, checksum FROM schema_migrations ORDER BY version",
-    format: "JSONEachRow",
+  // Statements a migration skipped for an older server, and whether a later run applied them.
+  await client.command({
+    query: `CREATE TABLE IF NOT EXISTS schema_migration_gates
+      (version UInt32, statement UInt32, state String, at DateTime('UTC'))
+      ENGINE = MergeTree() ORDER BY (version, statement)`,
   });
-  const applied = new Map((await result.json<AppliedRow>()).map((row) => [Number(row.version), row]));
-  const version = await serverVersion(client);
+  const applied = new Map(
+    (await selectRows<AppliedRow>(client, "SELECT version, name, checksum FROM schema_migrations")).map((row) => [
+      Number(row.version),
+      row,
+    ]),
+  );
+  const waiting = new Set(
+    (
+      await selectRows<{ version: number; statement: number }>(
+        client,
+        `SELECT version, statement FROM schema_migration_gates
+         GROUP BY version, statement HAVING argMax(state, at) = 'skipped'`,
+      )
+    ).map((row) => `${row.version}:${row.statement}`),
+  );
+  const version = versionOverride ?? (await serverVersion(client));
   const report: MigrationReport = { applied: [], alreadyApplied: [], skippedStatements: 0 };
+  const recordGate = (migration: Migration, statement: number, state: "skipped" | "applied") =>
+    client.insert({
+      table: "schema_migration_gates",
+      values: [{ version: migration.version, statement, state, at: toDateTime(Date.now()) }],
+      format: "JSONEachRow",
+    });
+  const run = async (label: string, statement: Statement) => {
+    try {
+      await client.command({ query: statement.sql });
+    } catch (error) {
+      const first = statement.sql.split("\n")[0];
+      throw new AppError("migration_failed", `migration ${label} failed at "${first}": ${(error as Error).message}`, {
+        cause: error,
+      });
+    }
+  };
+  const tooOld = (statement: Statement) => statement.minVersion && compareVersions(version, statement.minVersion) < 0;
 
   for (const migration of migrations) {
     const label = `${String(migration.version).padStart(4, "0")}_${migration.name}`;
@@ -152,22 +191,27 @@ async function applyPending(
           `migration ${label} was changed after it was applied; add a new migration instead of editing it`,
         );
       }
+      // A statement skipped on an older server runs once the server is new enough.
+      for (const [index, statement] of migration.statements.entries()) {
+        if (!waiting.has(`${migration.version}:${index}`)) continue;
+        if (tooOld(statement)) {
+          report.skippedStatements++;
+          continue;
+        }
+        await run(label, statement);
+        await recordGate(migration, index, "applied");
+        logger?.info({ migration: label, statement: index }, "gated statement applied after a server upgrade");
+      }
       report.alreadyApplied.push(label);
       continue;
     }
-    for (const statement of migration.statements) {
-      if (statement.minVersion && compareVersions(version, statement.minVersion) < 0) {
+    for (const [index, statement] of migration.statements.entries()) {
+      if (tooOld(statement)) {
         report.skippedStatements++;
+        await recordGate(migration, index, "skipped");
         continue;
       }
-      try {
-        await client.command({ query: statement.sql });
-      } catch (error) {
-        const first = statement.sql.split("\n")[0];
-        throw new AppError("migration_failed", `migration ${label} failed at "${first}": ${(error as Error).message}`, {
-          cause: error,
-        });
-      }
+      await run(label, statement);
     }
     await client.insert({
       table: "schema_migrations",
@@ -185,4 +229,9 @@ async function applyPending(
     report.applied.push(label);
   }
   return report;
+}
+
+async function selectRows<T>(client: ClickHouseClient, query: string): Promise<T[]> {
+  const result = await client.query({ query, format: "JSONEachRow" });
+  return result.json<T>();
 }

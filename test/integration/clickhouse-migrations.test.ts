@@ -127,4 +127,29 @@ describe("ClickHouse migrations (real server)", () => {
       'migration 0002_broken failed at "CREATE TABLE nonsense"',
     );
   });
+
+  it("applies a statement skipped on an older server once the server is new enough", async () => {
+    const db = freshDatabase();
+    const dir = await mkdtemp(join(tmpdir(), "migrations-"));
+    await writeFile(
+      join(dir, "0001_gated.sql"),
+      "CREATE TABLE IF NOT EXISTS g (x UInt8) ENGINE = Memory;\n-- @requires clickhouse >= 18.5\nCREATE TABLE IF NOT EXISTS later (x UInt8) ENGINE = Memory;\n",
+    );
+    const onOldServer = await runMigrations(connection(db), { dir, serverVersion: [18, 1] });
+    expect(onOldServer.skippedStatements).toBe(1);
+    const client = createClickHouse(connection(db));
+    const tables = async () =>
+      (await (await client.query({ query: "SHOW TABLES", format: "JSONEachRow" })).json<{ name: string }>()).map(
+        (t) => t.name,
+      );
+    expect(await tables()).not.toContain("later");
+
+    // The real server (18.16 or newer) is past the gate: the next run applies the statement, once.
+    const afterUpgrade = await runMigrations(connection(db), { dir });
+    expect(afterUpgrade).toMatchObject({ applied: [], skippedStatements: 0 });
+    expect(await tables()).toContain("later");
+    const again = await runMigrations(connection(db), { dir });
+    expect(again).toMatchObject({ applied: [], alreadyApplied: ["0001_gated"], skippedStatements: 0 });
+    await client.close();
+  });
 });
