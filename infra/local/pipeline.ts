@@ -15,22 +15,25 @@ import { randomBytes } from "node:crypto";
 import { mkdirSync, openSync } from "node:fs";
 import { createServer } from "node:http";
 import { join } from "node:path";
+import { MIGRATIONS_DIR } from "@keymeter/clickhouse-schema";
 import {
   AppError,
-  clickHouseConnection,
-  createClickHouse,
-  createKafka,
   createLogger,
-  ensureTopics,
   env,
   listen,
   parseConfig,
-  quoteString,
-  runMigrations,
   runService,
   storesConfigSchema,
+} from "@keymeter/shared/runtime";
+import {
+  clickHouseConnection,
+  createClickHouse,
+  createKafka,
+  ensureTopics,
+  quoteString,
+  runMigrations,
   topicNames,
-} from "@keymeter/shared";
+} from "@keymeter/shared/stores";
 import { z } from "zod";
 
 const ROOT = join(import.meta.dirname, "../..");
@@ -51,7 +54,7 @@ runService("pipeline", async () => {
   const config = parseConfig(pipelineConfigSchema);
   const logger = createLogger("pipeline", config.LOG_LEVEL);
   const connection = clickHouseConnection(config);
-  const migrations = await runMigrations(connection, { logger });
+  const migrations = await runMigrations(connection, { dir: MIGRATIONS_DIR, logger });
   say(
     `clickhouse: database ${config.CLICKHOUSE_DATABASE}, ${migrations.applied.length} migrations applied, ${migrations.alreadyApplied.length} already there`,
   );

@@ -1,20 +1,7 @@
+// Transitional: every group re-exported while branches still import the root. Import a group
+// (`@keymeter/shared/usage`) instead.
 export * from "./api-keys/index";
-export * from "./clickhouse";
-export * from "./clickhouse-migrations";
-export * from "./config";
-export * from "./emitter/disk-spool";
-export * from "./emitter/kafka-emitter";
-export * from "./errors";
-export * from "./event-batching";
-export * from "./event-sink";
-export * from "./http-error";
-export * from "./kafka";
-export * from "./kafka-topics";
-export * from "./listen";
-export * from "./logger";
-export * from "./quota-flags";
-export * from "./redis";
-export * from "./redis-keys";
-export * from "./service";
-export * from "./tiers";
-export * from "./usage-event";
+export * from "./billing/index";
+export * from "./runtime/index";
+export * from "./stores/index";
+export * from "./usage/index";

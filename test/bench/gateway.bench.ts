@@ -21,15 +21,11 @@ import { Socket } from "node:net";
 import { performance } from "node:perf_hooks";
 import { fileURLToPath } from "node:url";
 import { createGatewayProxy, type Decision, Gateway, KeyCache, RateLimiter } from "@keymeter/gateway";
-import {
-  createLogger,
-  createRedis,
-  KeyRegistry,
-  parseTiers,
-  redisKeys,
-  type UsageEventInput,
-  type UsageEventSink,
-} from "@keymeter/shared";
+import { KeyRegistry } from "@keymeter/shared/api-keys";
+import { parseTiers } from "@keymeter/shared/billing";
+import { createLogger } from "@keymeter/shared/runtime";
+import { createRedis, redisKeys } from "@keymeter/shared/stores";
+import type { UsageEventInput, UsageEventSink } from "@keymeter/shared/usage";
 
 const REDIS_URL = process.env.REDIS_URL ?? "redis://127.0.0.1:6379";
 const LATENCY_REQUESTS = Number(process.env.BENCH_LATENCY_REQUESTS ?? 3000);

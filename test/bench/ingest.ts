@@ -15,21 +15,21 @@ import { type ChildProcess, spawn } from "node:child_process";
 import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { MIGRATIONS_DIR } from "@keymeter/clickhouse-schema";
+import { createLogger } from "@keymeter/shared/runtime";
 import {
   type ClickHouseClient,
   type ClickHouseConnection,
   createClickHouse,
   createKafka,
-  createLogger,
   createRedis,
   ensureTopics,
-  KafkaEmitter,
   quoteString,
   runMigrations,
   toDateTime,
   topicNames,
-  type UsageEventInput,
-} from "@keymeter/shared";
+} from "@keymeter/shared/stores";
+import { KafkaEmitter, type UsageEventInput } from "@keymeter/shared/usage";
 import { cpuSeconds, peakRssMiB, percentile } from "./proc-stats";
 
 const EVENTS = Number(process.env.BENCH_EVENTS ?? 600_000);
@@ -134,7 +134,7 @@ async function main(): Promise<void> {
   const topics = topicNames(`${run}.`);
   await ensureTopics(admin, topics, { partitions: PARTITIONS });
   const databases = [`${run}_e2e`, `${run}_backlog`, `${run}_peer`];
-  for (const db of databases) await runMigrations(connection(db));
+  for (const db of databases) await runMigrations(connection(db), { dir: MIGRATIONS_DIR });
   const e2e = createClickHouse(connection(databases[0] ?? ""));
   const emitter = new KafkaEmitter({
     kafka,

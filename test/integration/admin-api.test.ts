@@ -1,5 +1,6 @@
 import { buildAdminApp } from "@keymeter/admin-api";
-import { createRedis, KeyRegistry } from "@keymeter/shared";
+import { KeyRegistry } from "@keymeter/shared/api-keys";
+import { createRedis } from "@keymeter/shared/stores";
 import type { FastifyInstance } from "fastify";
 import { afterEach, describe, expect, it } from "vitest";
 import { KeyStack, TEST_TIERS } from "../support/key-stack";

@@ -1,5 +1,5 @@
 import type { Aggregator } from "@keymeter/aggregator";
-import { createIdempotentProducer } from "@keymeter/shared";
+import { createIdempotentProducer } from "@keymeter/shared/stores";
 import { afterEach, describe, expect, it } from "vitest";
 import { createTestPipeline, startTestAggregator, type TestPipeline, usageEvent } from "../support/pipeline";
 import { waitFor } from "../support/poll";

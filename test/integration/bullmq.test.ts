@@ -1,4 +1,4 @@
-import { createRedis } from "@keymeter/shared";
+import { createRedis } from "@keymeter/shared/stores";
 import { Queue, QueueEvents, Worker } from "bullmq";
 import { afterAll, describe, expect, it } from "vitest";
 import { services, uniqueName } from "../support/services";

@@ -1,13 +1,14 @@
 import { mkdtemp, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { MIGRATIONS_DIR } from "@keymeter/clickhouse-schema";
 import {
   type ClickHouseConnection,
   createClickHouse,
   loadMigrations,
   runMigrations,
   toDateTime,
-} from "@keymeter/shared";
+} from "@keymeter/shared/stores";
 import { afterAll, describe, expect, it } from "vitest";
 import { services, uniqueName } from "../support/services";
 
@@ -31,10 +32,10 @@ afterAll(async () => {
 describe("ClickHouse migrations (real server)", () => {
   it("applies every migration once and is a no-op the second time", async () => {
     const db = freshDatabase();
-    const all = (await loadMigrations()).length;
-    const first = await runMigrations(connection(db));
+    const all = (await loadMigrations(MIGRATIONS_DIR)).length;
+    const first = await runMigrations(connection(db), { dir: MIGRATIONS_DIR });
     expect(first.applied).toHaveLength(all);
-    const second = await runMigrations(connection(db));
+    const second = await runMigrations(connection(db), { dir: MIGRATIONS_DIR });
     expect(second.applied).toEqual([]);
     expect(second.alreadyApplied).toEqual(first.applied);
 
@@ -48,7 +49,7 @@ describe("ClickHouse migrations (real server)", () => {
 
   it("creates the raw table, rollups and the offset view that one INSERT feeds", async () => {
     const db = freshDatabase();
-    await runMigrations(connection(db));
+    await runMigrations(connection(db), { dir: MIGRATIONS_DIR });
     const client = createClickHouse(connection(db));
     const row = (offset: number, status: number, units: number) => ({
       event_id: `e${offset}`,

@@ -1,7 +1,9 @@
 import { mkdtemp } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { createKafka, createLogger, ensureTopics, KafkaEmitter, topicNames, unpackEvents } from "@keymeter/shared";
+import { createLogger } from "@keymeter/shared/runtime";
+import { createKafka, ensureTopics, topicNames } from "@keymeter/shared/stores";
+import { KafkaEmitter, unpackEvents } from "@keymeter/shared/usage";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { IsolatedServices } from "../support/isolated-services";
 import { usageEvent } from "../support/pipeline";

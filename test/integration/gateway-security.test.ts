@@ -1,5 +1,5 @@
 import { GatewayMetrics } from "@keymeter/gateway";
-import { generateSecret, hashSecret, keyChecksum } from "@keymeter/shared";
+import { generateSecret, hashSecret, keyChecksum } from "@keymeter/shared/api-keys";
 import { afterEach, describe, expect, it } from "vitest";
 import { call, KeyStack } from "../support/key-stack";
 import { pollUntil } from "../support/poll";

@@ -9,7 +9,9 @@ import {
   registerGateway,
   startGateway,
 } from "@keymeter/gateway";
-import { clearQuotaFlag, createRedis, parseConfig, setQuotaFlag } from "@keymeter/shared";
+import { clearQuotaFlag, setQuotaFlag } from "@keymeter/shared/billing";
+import { parseConfig } from "@keymeter/shared/runtime";
+import { createRedis } from "@keymeter/shared/stores";
 import Fastify from "fastify";
 import { afterEach, describe, expect, it } from "vitest";
 import { call, closeServer, KeyStack, listenOn, TEST_TIERS } from "../support/key-stack";

@@ -1,5 +1,6 @@
 import { KafkaEventPublisher } from "@keymeter/ingest";
-import { createIdempotentProducer, PartitionCount, type UsageEvent } from "@keymeter/shared";
+import { createIdempotentProducer } from "@keymeter/shared/stores";
+import { PartitionCount, type UsageEvent } from "@keymeter/shared/usage";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { INGEST_TOKEN, type IngestServer, startIngest } from "../support/ingest-server";
 import { createTestPipeline, type TestPipeline, usageEvent } from "../support/pipeline";

@@ -1,4 +1,5 @@
-import { createIdempotentProducer, createKafka, createLogger, ensureTopics, topicNames } from "@keymeter/shared";
+import { createLogger } from "@keymeter/shared/runtime";
+import { createIdempotentProducer, createKafka, ensureTopics, topicNames } from "@keymeter/shared/stores";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { services, uniqueName } from "../support/services";
 

@@ -1,5 +1,6 @@
 import { KeyCache } from "@keymeter/gateway";
-import { createRedis, hashSecret, type KeyRecord } from "@keymeter/shared";
+import { hashSecret, type KeyRecord } from "@keymeter/shared/api-keys";
+import { createRedis } from "@keymeter/shared/stores";
 import { afterEach, describe, expect, it } from "vitest";
 import { KeyStack } from "../support/key-stack";
 import { pollUntil } from "../support/poll";

@@ -1,11 +1,6 @@
-import {
-  type ClickHouseConnection,
-  ClickHouseKeyMirror,
-  createClickHouse,
-  hashSecret,
-  KeyRegistry,
-  runMigrations,
-} from "@keymeter/shared";
+import { MIGRATIONS_DIR } from "@keymeter/clickhouse-schema";
+import { ClickHouseKeyMirror, hashSecret, KeyRegistry } from "@keymeter/shared/api-keys";
+import { type ClickHouseConnection, createClickHouse, runMigrations } from "@keymeter/shared/stores";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { KeyStack, TEST_TIERS } from "../support/key-stack";
 import { services, uniqueName } from "../support/services";
@@ -21,7 +16,7 @@ const clickhouse = createClickHouse(connection(database));
 const mirror = new ClickHouseKeyMirror(clickhouse);
 
 beforeAll(async () => {
-  await runMigrations(connection(database));
+  await runMigrations(connection(database), { dir: MIGRATIONS_DIR });
 });
 afterAll(async () => {
   await clickhouse.close();

@@ -2,7 +2,7 @@ import { spawn } from "node:child_process";
 import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { createClickHouse } from "@keymeter/shared";
+import { createClickHouse } from "@keymeter/shared/stores";
 import { afterAll, describe, expect, it } from "vitest";
 import { freePort } from "../support/isolated-services";
 import { services, uniqueName } from "../support/services";

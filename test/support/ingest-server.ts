@@ -1,5 +1,7 @@
 import { buildIngestApp, type EventPublisher, KafkaEventPublisher } from "@keymeter/ingest";
-import { createIdempotentProducer, createLogger, PartitionCount, unpackEvents } from "@keymeter/shared";
+import { createLogger } from "@keymeter/shared/runtime";
+import { createIdempotentProducer } from "@keymeter/shared/stores";
+import { PartitionCount, unpackEvents } from "@keymeter/shared/usage";
 import type { FastifyInstance } from "fastify";
 import type { Producer } from "kafkajs";
 import type { TestPipeline } from "./pipeline";

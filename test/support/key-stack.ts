@@ -8,18 +8,10 @@ import {
   RateLimiter,
   type RateLimiterOptions,
 } from "@keymeter/gateway";
-import {
-  createLogger,
-  createRedis,
-  type KeyMirror,
-  KeyRegistry,
-  type Logger,
-  parseTiers,
-  type Redis,
-  type RedisKeys,
-  redisKeys,
-  type TierCatalog,
-} from "@keymeter/shared";
+import { type KeyMirror, KeyRegistry } from "@keymeter/shared/api-keys";
+import { parseTiers, type TierCatalog } from "@keymeter/shared/billing";
+import { createLogger, type Logger } from "@keymeter/shared/runtime";
+import { createRedis, type Redis, type RedisKeys, redisKeys } from "@keymeter/shared/stores";
 import { MemorySink } from "./memory-sink";
 import { services, uniqueName } from "./services";
 

@@ -1,4 +1,4 @@
-import { parseUsageEvent, type UsageEvent, type UsageEventInput, type UsageEventSink } from "@keymeter/shared";
+import { parseUsageEvent, type UsageEvent, type UsageEventInput, type UsageEventSink } from "@keymeter/shared/usage";
 
 /**
  * An in-memory UsageEventSink for tests: keeps every event, validated against the event

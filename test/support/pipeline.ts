@@ -1,19 +1,19 @@
 import { Aggregator, type AggregatorOptions } from "@keymeter/aggregator";
+import { MIGRATIONS_DIR } from "@keymeter/clickhouse-schema";
+import { createLogger, type Logger } from "@keymeter/shared/runtime";
 import {
   type ClickHouseClient,
   type ClickHouseConnection,
   createClickHouse,
   createKafka,
-  createLogger,
   createRedis,
   ensureTopics,
-  type Logger,
   type Redis,
   runMigrations,
   type Topics,
   topicNames,
-  type UsageEventInput,
-} from "@keymeter/shared";
+} from "@keymeter/shared/stores";
+import type { UsageEventInput } from "@keymeter/shared/usage";
 import type { Admin, Kafka } from "kafkajs";
 import { services, uniqueName } from "./services";
 
@@ -54,7 +54,7 @@ export async function createTestPipeline(
     password: "",
     database: name,
   };
-  await runMigrations(connection);
+  await runMigrations(connection, { dir: MIGRATIONS_DIR });
   const clickhouse = createClickHouse(connection);
   const redis = createRedis(addresses.redisUrl);
   const kafka = createKafka(addresses.kafkaBrokers, name, logger);

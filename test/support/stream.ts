@@ -1,4 +1,4 @@
-import { createIdempotentProducer } from "@keymeter/shared";
+import { createIdempotentProducer } from "@keymeter/shared/stores";
 import type { TestPipeline } from "./pipeline";
 import { usageEvent } from "./pipeline";
 

@@ -1,21 +1,18 @@
 import { randomUUID } from "node:crypto";
 import {
-  AppError,
   createKeyInputSchema,
-  describeIssues,
   hashesEqual,
   hashSecret,
   IpAllowlist,
-  isAppError,
   KEY_ID,
   type KeyRegistry,
   keyState,
-  type Logger,
   parseSecret,
   scopeViolation,
-  type TierCatalog,
   updateKeyInputSchema,
-} from "@keymeter/shared";
+} from "@keymeter/shared/api-keys";
+import type { TierCatalog } from "@keymeter/shared/billing";
+import { AppError, describeIssues, isAppError, type Logger } from "@keymeter/shared/runtime";
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from "fastify";
 import { z } from "zod";
 

@@ -1,5 +1,5 @@
 import type { Writable } from "node:stream";
-import { AppError, isAppError } from "@keymeter/shared";
+import { AppError, isAppError } from "@keymeter/shared/runtime";
 import { Command, CommanderError, Option } from "commander";
 import type { RegistryDeps } from "./registry";
 

@@ -1,4 +1,4 @@
-import { parseConfig } from "@keymeter/shared";
+import { parseConfig } from "@keymeter/shared/runtime";
 import { describe, expect, it } from "vitest";
 import { adminConfigSchema } from "./config";
 

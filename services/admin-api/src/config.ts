@@ -1,4 +1,5 @@
-import { env, KEY_PREFIX, storesConfigSchema } from "@keymeter/shared";
+import { KEY_PREFIX } from "@keymeter/shared/api-keys";
+import { env, storesConfigSchema } from "@keymeter/shared/runtime";
 import { z } from "zod";
 
 /** The key registry's settings, shared by the admin API and the CLI. */

@@ -1,4 +1,4 @@
-import { createLogger, isAppError, parseConfig } from "@keymeter/shared";
+import { createLogger, isAppError, parseConfig } from "@keymeter/shared/runtime";
 import { runCli } from "./cli";
 import { registryConfigSchema } from "./config";
 import { createRegistryFromConfig } from "./registry";

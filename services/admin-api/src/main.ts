@@ -1,4 +1,6 @@
-import { AppError, clickHouseConnection, createLogger, parseConfig, runMigrations, runService } from "@keymeter/shared";
+import { MIGRATIONS_DIR } from "@keymeter/clickhouse-schema";
+import { AppError, createLogger, parseConfig, runService } from "@keymeter/shared/runtime";
+import { clickHouseConnection, runMigrations } from "@keymeter/shared/stores";
 import { buildAdminApp } from "./app";
 import { adminConfigSchema } from "./config";
 import { createRegistryFromConfig } from "./registry";
@@ -6,7 +8,7 @@ import { createRegistryFromConfig } from "./registry";
 runService("admin-api", async () => {
   const config = parseConfig(adminConfigSchema);
   const logger = createLogger("admin-api", config.LOG_LEVEL);
-  if (config.MIGRATE_ON_START) await runMigrations(clickHouseConnection(config), { logger });
+  if (config.MIGRATE_ON_START) await runMigrations(clickHouseConnection(config), { dir: MIGRATIONS_DIR, logger });
   const deps = createRegistryFromConfig(config, logger);
   if (config.ADMIN_BOOTSTRAP_TOKEN) {
     logger.warn("ADMIN_BOOTSTRAP_TOKEN is set: create an admin key, then unset it");

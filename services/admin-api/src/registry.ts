@@ -1,14 +1,7 @@
-import {
-  ClickHouseKeyMirror,
-  clickHouseConnection,
-  createClickHouse,
-  createRedis,
-  KeyRegistry,
-  type Logger,
-  loadTiers,
-  redisKeys,
-  type TierCatalog,
-} from "@keymeter/shared";
+import { ClickHouseKeyMirror, KeyRegistry } from "@keymeter/shared/api-keys";
+import { loadTiers, type TierCatalog } from "@keymeter/shared/billing";
+import type { Logger } from "@keymeter/shared/runtime";
+import { clickHouseConnection, createClickHouse, createRedis, redisKeys } from "@keymeter/shared/stores";
 import type { RegistryConfig } from "./config";
 
 export interface RegistryDeps {

@@ -1,13 +1,12 @@
+import type { Logger } from "@keymeter/shared/runtime";
 import {
   type ClickHouseClient,
   createIdempotentProducer,
-  type Logger,
-  parseUsageEventBytes,
   type Redis,
   type Topics,
   toDateTime,
-  unpackEvents,
-} from "@keymeter/shared";
+} from "@keymeter/shared/stores";
+import { parseUsageEventBytes, unpackEvents } from "@keymeter/shared/usage";
 import type { Consumer, EachBatchPayload, Kafka, Producer } from "kafkajs";
 import { DedupWindow } from "./dedup-window";
 import { AggregatorMetrics } from "./metrics";

@@ -1,4 +1,4 @@
-import { env, storesConfigSchema } from "@keymeter/shared";
+import { env, storesConfigSchema } from "@keymeter/shared/runtime";
 import { z } from "zod";
 
 export const aggregatorConfigSchema = storesConfigSchema.extend({

@@ -1,4 +1,4 @@
-import type { Redis } from "@keymeter/shared";
+import type { Redis } from "@keymeter/shared/stores";
 
 /**
  * Remembers the (source, id) of stored events for a time window, so a producer's retry of

@@ -1,17 +1,15 @@
 import { createServer } from "node:http";
+import { MIGRATIONS_DIR } from "@keymeter/clickhouse-schema";
+import { createLogger, listen, parseConfig, runService } from "@keymeter/shared/runtime";
 import {
   clickHouseConnection,
   createClickHouse,
   createKafka,
-  createLogger,
   createRedis,
   ensureTopics,
-  listen,
-  parseConfig,
   runMigrations,
-  runService,
   topicNames,
-} from "@keymeter/shared";
+} from "@keymeter/shared/stores";
 import { Aggregator } from "./aggregator";
 import { aggregatorConfigSchema } from "./config";
 
@@ -19,7 +17,7 @@ runService("aggregator", async () => {
   const config = parseConfig(aggregatorConfigSchema);
   const logger = createLogger("aggregator", config.LOG_LEVEL);
   const connection = clickHouseConnection(config);
-  await runMigrations(connection, { logger });
+  await runMigrations(connection, { dir: MIGRATIONS_DIR, logger });
   // Each ClickHouse call ends well inside the group's session timeout: between retries the
   // aggregator heart-beats, so a slow ClickHouse cannot cost it its partitions unnoticed.
   const clickhouse = createClickHouse(connection, {

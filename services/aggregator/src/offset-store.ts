@@ -1,4 +1,4 @@
-import { type ClickHouseClient, quoteString } from "@keymeter/shared";
+import { type ClickHouseClient, quoteString } from "@keymeter/shared/stores";
 
 /**
  * The last Kafka offset stored in ClickHouse per partition, read from `ingest_offsets`

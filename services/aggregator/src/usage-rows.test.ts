@@ -1,4 +1,4 @@
-import { parseUsageEvent } from "@keymeter/shared";
+import { parseUsageEvent } from "@keymeter/shared/usage";
 import { describe, expect, it } from "vitest";
 import { eventDateTime, usageRowJson } from "./usage-rows";
 

@@ -1,4 +1,5 @@
-import { toDateTime, type UsageEvent } from "@keymeter/shared";
+import { toDateTime } from "@keymeter/shared/stores";
+import type { UsageEvent } from "@keymeter/shared/usage";
 
 export interface KafkaPosition {
   topic: string;

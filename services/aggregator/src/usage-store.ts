@@ -1,5 +1,5 @@
 import { Readable } from "node:stream";
-import type { ClickHouseClient } from "@keymeter/shared";
+import type { ClickHouseClient } from "@keymeter/shared/stores";
 
 /** Where accepted usage rows go: one INSERT per batch; rollups and offsets follow by view. */
 export interface UsageStore {

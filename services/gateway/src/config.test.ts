@@ -1,4 +1,4 @@
-import { AppError, parseConfig } from "@keymeter/shared";
+import { AppError, parseConfig } from "@keymeter/shared/runtime";
 import { describe, expect, it } from "vitest";
 import { gatewayConfigSchema } from "./config";
 

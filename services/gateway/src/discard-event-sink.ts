@@ -1,4 +1,4 @@
-import type { UsageEventInput, UsageEventSink } from "@keymeter/shared";
+import type { UsageEventInput, UsageEventSink } from "@keymeter/shared/usage";
 
 /** Drops every event: a gateway that only authenticates and limits. */
 export class DiscardEventSink implements UsageEventSink {

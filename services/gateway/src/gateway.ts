@@ -2,19 +2,18 @@ import { randomUUID } from "node:crypto";
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { performance } from "node:perf_hooks";
 import {
-  AppError,
   hashesEqual,
   hashSecret,
   IpAllowlist,
   type KeyRecord,
   keyState,
-  type Logger,
   normalizeIp,
   parseSecret,
   scopeViolation,
-  type TierCatalog,
-  type UsageEventSink,
-} from "@keymeter/shared";
+} from "@keymeter/shared/api-keys";
+import type { TierCatalog } from "@keymeter/shared/billing";
+import { AppError, type Logger } from "@keymeter/shared/runtime";
+import type { UsageEventSink } from "@keymeter/shared/usage";
 import type { GatewayMetrics } from "./gateway-metrics";
 import type { CachedKey, KeyCache } from "./key-cache";
 import type { RateLimiter } from "./rate-limiter";

@@ -1,12 +1,6 @@
-import {
-  IpAllowlist,
-  type KeyRecord,
-  keyChangedMessageSchema,
-  keyRecordSchema,
-  type Logger,
-  type Redis,
-  type RedisKeys,
-} from "@keymeter/shared";
+import { IpAllowlist, type KeyRecord, keyChangedMessageSchema, keyRecordSchema } from "@keymeter/shared/api-keys";
+import type { Logger } from "@keymeter/shared/runtime";
+import type { Redis, RedisKeys } from "@keymeter/shared/stores";
 
 /** A key as a gateway holds it: the record, its parsed allowlist and its quota flag. */
 export interface CachedKey {

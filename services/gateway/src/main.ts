@@ -1,12 +1,6 @@
-import {
-  createKafka,
-  createLogger,
-  KafkaEmitter,
-  parseConfig,
-  runService,
-  topicNames,
-  type UsageEventSink,
-} from "@keymeter/shared";
+import { createLogger, parseConfig, runService } from "@keymeter/shared/runtime";
+import { createKafka, topicNames } from "@keymeter/shared/stores";
+import { KafkaEmitter, type UsageEventSink } from "@keymeter/shared/usage";
 import { type GatewayConfig, gatewayConfigSchema } from "./config";
 import { DiscardEventSink } from "./discard-event-sink";
 import { startGateway } from "./service";

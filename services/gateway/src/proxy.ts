@@ -8,7 +8,7 @@ import {
   type Server,
   type ServerResponse,
 } from "node:http";
-import { AppError, type Logger } from "@keymeter/shared";
+import { AppError, type Logger } from "@keymeter/shared/runtime";
 import type { Gateway } from "./gateway";
 import { gatewayContext, gatewayMiddleware } from "./middleware";
 

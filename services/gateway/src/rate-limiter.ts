@@ -1,5 +1,7 @@
 import { createHash } from "node:crypto";
-import type { Logger, Redis, RedisKeys, Tier } from "@keymeter/shared";
+import type { Tier } from "@keymeter/shared/billing";
+import type { Logger } from "@keymeter/shared/runtime";
+import type { Redis, RedisKeys } from "@keymeter/shared/stores";
 
 /**
  * GCRA (a token bucket expressed as one timestamp per key) in one Lua call: atomic, and

@@ -1,13 +1,8 @@
 import { createServer, type Server } from "node:http";
-import {
-  createRedis,
-  type Logger,
-  listen,
-  loadTiers,
-  type Redis,
-  redisKeys,
-  type UsageEventSink,
-} from "@keymeter/shared";
+import { loadTiers } from "@keymeter/shared/billing";
+import { type Logger, listen } from "@keymeter/shared/runtime";
+import { createRedis, type Redis, redisKeys } from "@keymeter/shared/stores";
+import type { UsageEventSink } from "@keymeter/shared/usage";
 import type { GatewayConfig } from "./config";
 import { Gateway } from "./gateway";
 import { GatewayMetrics } from "./gateway-metrics";

@@ -1,4 +1,4 @@
-import type { UsageEventInput, UsageEventSink } from "@keymeter/shared";
+import type { UsageEventInput, UsageEventSink } from "@keymeter/shared/usage";
 
 /** Writes each usage event as one JSON line to a stream: local runs, debugging, log shippers. */
 export class StreamEventSink implements UsageEventSink {

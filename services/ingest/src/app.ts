@@ -1,13 +1,6 @@
 import { createHash, randomUUID, timingSafeEqual } from "node:crypto";
-import {
-  AppError,
-  describeIssues,
-  type Logger,
-  parseUsageEvent,
-  toErrorResponse,
-  USAGE_EVENT_TYPE,
-  type UsageEvent,
-} from "@keymeter/shared";
+import { AppError, describeIssues, type Logger, toErrorResponse } from "@keymeter/shared/runtime";
+import { parseUsageEvent, USAGE_EVENT_TYPE, type UsageEvent } from "@keymeter/shared/usage";
 import Fastify, { type FastifyInstance, type FastifyRequest } from "fastify";
 import type { EventPublisher } from "./event-publisher";
 import { kongLogSchema, kongLogToEvent } from "./kong-log";

@@ -1,4 +1,5 @@
-import { AppError, inRequests, type PartitionCount, packEvents, type UsageEvent } from "@keymeter/shared";
+import { AppError } from "@keymeter/shared/runtime";
+import { inRequests, type PartitionCount, packEvents, type UsageEvent } from "@keymeter/shared/usage";
 import type { Producer } from "kafkajs";
 
 /** Where accepted events go; resolves only once they are durable. */

@@ -1,5 +1,5 @@
 import { createHash } from "node:crypto";
-import type { UsageEventInput } from "@keymeter/shared";
+import type { UsageEventInput } from "@keymeter/shared/usage";
 import { z } from "zod";
 
 /** The fields of Kong's http-log payload that a usage event needs (Kong 2.x/3.x). */

@@ -1,14 +1,6 @@
-import {
-  AppError,
-  createIdempotentProducer,
-  createKafka,
-  createLogger,
-  ensureTopics,
-  PartitionCount,
-  parseConfig,
-  runService,
-  topicNames,
-} from "@keymeter/shared";
+import { AppError, createLogger, parseConfig, runService } from "@keymeter/shared/runtime";
+import { createIdempotentProducer, createKafka, ensureTopics, topicNames } from "@keymeter/shared/stores";
+import { PartitionCount } from "@keymeter/shared/usage";
 import { buildIngestApp } from "./app";
 import { ingestConfigSchema } from "./config";
 import { KafkaEventPublisher } from "./event-publisher";

@@ -1,4 +1,4 @@
-import { type ClickHouseClient, quoteString, toDateTime } from "../clickhouse";
+import { type ClickHouseClient, quoteString, toDateTime } from "../stores/clickhouse";
 import type { KeyView } from "./key-record";
 
 /** Where key metadata is copied for SQL joins. Never receives a secret or a hash. */

@@ -1,10 +1,10 @@
 import { z } from "zod";
-import { AppError } from "../errors";
-import type { Logger } from "../logger";
-import type { Redis } from "../redis";
-import type { RedisKeys } from "../redis-keys";
-import type { TierCatalog } from "../tiers";
-import { describeIssues } from "../usage-event";
+import type { TierCatalog } from "../billing/tiers";
+import { describeIssues } from "../runtime/describe-issues";
+import { AppError } from "../runtime/errors";
+import type { Logger } from "../runtime/logger";
+import type { Redis } from "../stores/redis";
+import type { RedisKeys } from "../stores/redis-keys";
 import { generateKeyId, generateSecret, hashSecret, KEY_ID, secretHint } from "./key-format";
 import type { KeyMirror } from "./key-mirror";
 import {

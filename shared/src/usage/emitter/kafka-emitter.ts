@@ -1,8 +1,8 @@
 import type { Admin, Kafka, Producer } from "kafkajs";
+import type { Logger } from "../../runtime/logger";
+import { createIdempotentProducer } from "../../stores/kafka";
 import { inRequests, PartitionCount, packEvents } from "../event-batching";
 import type { UsageEventSink } from "../event-sink";
-import { createIdempotentProducer } from "../kafka";
-import type { Logger } from "../logger";
 import type { UsageEventInput } from "../usage-event";
 import { DiskSpool, type SpooledMessage } from "./disk-spool";
 

@@ -1,3 +1,4 @@
+import { MIGRATIONS_DIR } from "@keymeter/clickhouse-schema";
 import { describe, expect, it } from "vitest";
 import { loadMigrations, parseMigration } from "./clickhouse-migrations";
 
@@ -28,7 +29,7 @@ describe("parseMigration", () => {
   });
 
   it("loads the project's migrations in order", async () => {
-    const migrations = await loadMigrations();
+    const migrations = await loadMigrations(MIGRATIONS_DIR);
     const versions = migrations.map((m) => m.version);
     expect(versions.length).toBeGreaterThan(0);
     expect(versions).toEqual([...versions].sort((a, b) => a - b));

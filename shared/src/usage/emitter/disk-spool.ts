@@ -1,6 +1,6 @@
 import { type FileHandle, mkdir, open, readdir, readFile, stat, unlink } from "node:fs/promises";
 import { join } from "node:path";
-import { AppError } from "../errors";
+import { AppError } from "../../runtime/errors";
 
 /** One Kafka message as the emitter keeps it: key id and the serialized event. */
 export interface SpooledMessage {

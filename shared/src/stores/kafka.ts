@@ -6,7 +6,7 @@ import {
   type Producer,
   type ProducerConfig,
 } from "kafkajs";
-import type { Logger } from "./logger";
+import type { Logger } from "../runtime/logger";
 
 const LEVELS: Record<number, "error" | "warn" | "info" | "debug"> = {
   [KafkaLogLevel.ERROR]: "error",

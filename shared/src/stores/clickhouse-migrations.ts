@@ -1,7 +1,8 @@
 import { createHash } from "node:crypto";
 import { readdir, readFile } from "node:fs/promises";
 import { join } from "node:path";
-import { fileURLToPath } from "node:url";
+import { AppError } from "../runtime/errors";
+import type { Logger } from "../runtime/logger";
 import {
   type ClickHouseClient,
   type ClickHouseConnection,
@@ -11,11 +12,6 @@ import {
   serverVersion,
   toDateTime,
 } from "./clickhouse";
-import { AppError } from "./errors";
-import type { Logger } from "./logger";
-
-/** The project's migrations: `infra/clickhouse/migrations/NNNN_name.sql`. */
-export const MIGRATIONS_DIR = fileURLToPath(new URL("../../infra/clickhouse/migrations/", import.meta.url));
 
 export interface Migration {
   version: number;
@@ -69,7 +65,7 @@ export function parseMigration(fileName: string, text: string): Migration {
   };
 }
 
-export async function loadMigrations(dir: string = MIGRATIONS_DIR): Promise<Migration[]> {
+export async function loadMigrations(dir: string): Promise<Migration[]> {
   const files = (await readdir(dir)).filter((f) => f.endsWith(".sql")).sort();
   const migrations = await Promise.all(files.map(async (f) => parseMigration(f, await readFile(join(dir, f), "utf8"))));
   const seen = new Set<number>();
@@ -102,11 +98,12 @@ interface AppliedRow {
 export async function runMigrations(
   connection: ClickHouseConnection,
   options: {
-    dir?: string;
+    /** Where the `NNNN_name.sql` files are: the schema's `MIGRATIONS_DIR` (`@keymeter/clickhouse-schema`). */
+    dir: string;
     logger?: Logger;
     /** Pretend the server is this version (tests of upgrade paths); the real one otherwise. */
     serverVersion?: number[];
-  } = {},
+  },
 ): Promise<MigrationReport> {
   if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(connection.database)) {
     throw new AppError(

@@ -1,7 +1,7 @@
 import { readFileSync } from "node:fs";
 import { z } from "zod";
-import { AppError } from "./errors";
-import { describeIssues } from "./usage-event";
+import { describeIssues } from "../runtime/describe-issues";
+import { AppError } from "../runtime/errors";
 
 /** The tiers shipped with the project: free, pro and enterprise. */
 export const DEFAULT_TIERS_FILE = new URL("./tiers.default.json", import.meta.url);

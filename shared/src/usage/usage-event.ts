@@ -1,4 +1,5 @@
 import { z } from "zod";
+import { describeIssues } from "../runtime/describe-issues";
 
 /** The CloudEvents `type` of a request made with an API key. */
 export const USAGE_EVENT_TYPE = "api.request";
@@ -126,11 +127,4 @@ function acceptWellFormed(input: unknown): UsageEvent | undefined {
       tier,
     },
   };
-}
-
-/** `field.path: message` for each issue, joined with "; ". */
-export function describeIssues(error: z.ZodError): string {
-  return error.issues
-    .map((issue) => `${issue.path.length ? issue.path.join(".") : "(event)"}: ${issue.message}`)
-    .join("; ");
 }

@@ -2,7 +2,7 @@ import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
-import { AppError } from "./errors";
+import { AppError } from "../runtime/errors";
 import { loadTiers, parseTiers } from "./tiers";
 
 describe("tiers", () => {

@@ -1,6 +1,6 @@
 import { z } from "zod";
-import type { Redis } from "./redis";
-import type { RedisKeys } from "./redis-keys";
+import type { Redis } from "../stores/redis";
+import type { RedisKeys } from "../stores/redis-keys";
 
 /** What the quota worker records when it flags a key; gateways only need to know it is set. */
 export const quotaFlagSchema = z.object({

@@ -1,0 +1,2 @@
+export * from "./quota-flags";
+export * from "./tiers";
