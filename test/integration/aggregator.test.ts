@@ -1,4 +1,4 @@
-import type { Aggregator } from "@keymeter/aggregator";
+import type { Aggregator, StoredBatch } from "@keymeter/aggregator";
 import { createIdempotentProducer } from "@keymeter/shared/stores";
 import { afterEach, describe, expect, it } from "vitest";
 import { createTestPipeline, startTestAggregator, type TestPipeline, usageEvent } from "../support/pipeline";
@@ -122,5 +122,24 @@ describe("aggregator: Kafka -> ClickHouse", () => {
       error: expect.stringContaining("source:"),
     });
     expect(await pipeline.countedRequests()).toBe(2);
+  });
+
+  it("calls the after-insert hook once per stored event, never for duplicates, malformed or already stored ones", async () => {
+    const pipeline = await createTestPipeline("agg_hook", { partitions: 2 });
+    cleanups.push(() => pipeline.close());
+    const events = Array.from({ length: 300 }, () => usageEvent());
+    const encode = (e: (typeof events)[number]) => ({ key: e.subject, value: JSON.stringify(e) });
+    const seen: StoredBatch[] = [];
+    await produce(pipeline, [...events.map(encode), { key: "key_bad00001", value: "{not json" }]);
+    const aggregator = await startTestAggregator(pipeline, { afterInsert: (batch) => void seen.push(batch) });
+    cleanups.push(() => aggregator.stop());
+    await waitFor("300 rows", async () => (await pipeline.rawRows()) === 300);
+    // Retries of stored events: dropped as duplicates, so the hook must not see them again.
+    await produce(pipeline, events.slice(0, 50).map(encode));
+    await waitFor("retries dropped", async () => (await aggregator.metrics.duplicates.get()).values[0]?.value === 50);
+
+    const hooked = seen.flatMap((batch) => batch.events.map((e) => `${e.source}/${e.id}`)).sort();
+    expect(hooked).toEqual(events.map((e) => `${e.source}/${e.id}`).sort());
+    for (const batch of seen) expect(batch.topic).toBe(pipeline.topics.events);
   });
 });

@@ -6,7 +6,7 @@ import {
   type Topics,
   toDateTime,
 } from "@keymeter/shared/stores";
-import { parseUsageEventBytes, unpackEvents } from "@keymeter/shared/usage";
+import { parseUsageEventBytes, type UsageEvent, unpackEvents } from "@keymeter/shared/usage";
 import type { Consumer, EachBatchPayload, Kafka, Producer } from "kafkajs";
 import { DedupWindow } from "./dedup-window";
 import { AggregatorMetrics } from "./metrics";
@@ -31,9 +31,25 @@ export interface AggregatorOptions {
   metrics?: AggregatorMetrics;
   /** Longest wait between insert retries while ClickHouse is down. */
   maxRetryDelayMs?: number;
+  /**
+   * Called once per stored batch with the events that batch added to ClickHouse (after the
+   * insert and the dedup marking, before the Kafka commit). Month-to-date counters and quota
+   * checks hang here. A failure is logged and the batch goes on, because ClickHouse, not the
+   * hook, is the truth (the quota sweep repairs what a hook missed).
+   */
+  afterInsert?: AfterInsertHook;
   /** Called when the consumer stopped for good (kafkajs will not restart it): exit and let the supervisor restart. */
   onFatal?: (error: Error) => void;
 }
+
+/** What one stored batch added to ClickHouse. */
+export interface StoredBatch {
+  topic: string;
+  partition: number;
+  events: readonly UsageEvent[];
+}
+
+export type AfterInsertHook = (batch: StoredBatch) => Promise<void> | void;
 
 /** An event that failed validation, and where it came from. */
 interface InvalidEvent {
@@ -147,6 +163,8 @@ export class Aggregator {
     const ingestedAt = toDateTime(Date.now());
     const rows: string[] = [];
     const rowOffsets: string[] = [];
+    // Kept only for the after-insert hook: no cost on the hot path without one.
+    const events: UsageEvent[] | undefined = this.options.afterInsert ? [] : undefined;
     const members: string[] = [];
     const storedMembers: string[] = [];
     const invalid: InvalidEvent[] = [];
@@ -181,6 +199,7 @@ export class Aggregator {
         members.push(member);
         rows.push(usageRowJson(parsed.event, { topic, partition, offset: message.offset }, ingestedAt));
         rowOffsets.push(message.offset);
+        events?.push(parsed.event);
       }
     }
     this.metrics.skipped.inc(skipped);
@@ -191,6 +210,7 @@ export class Aggregator {
     const keep = (_: string, i: number) => !duplicates.has(members[i] ?? "");
     const fresh = duplicates.size === 0 ? rows : rows.filter(keep);
     const freshOffsets = duplicates.size === 0 ? rowOffsets : rowOffsets.filter(keep);
+    let freshEvents = events && duplicates.size > 0 ? events.filter((_, i) => keep("", i)) : events;
     this.metrics.duplicates.inc(rows.length - fresh.length);
 
     let pending = fresh;
@@ -203,6 +223,7 @@ export class Aggregator {
         const stored = await this.lastStored(partition, true);
         const keepUnstored = (_: string, i: number) => BigInt(pendingOffsets[i] ?? "0") > stored;
         pending = pending.filter(keepUnstored);
+        freshEvents = freshEvents?.filter((_, i) => keepUnstored("", i));
         pendingOffsets = pendingOffsets.filter(keepUnstored);
       }
       const timer = this.metrics.insertSeconds.startTimer();
@@ -216,6 +237,19 @@ export class Aggregator {
 
     const toMark = [...storedMembers, ...members.filter((m) => !duplicates.has(m))];
     await this.withRetry(payload, "mark ids in the dedup window", () => this.dedup.mark(toMark));
+    if (freshEvents && freshEvents.length > 0) await this.runAfterInsert({ topic, partition, events: freshEvents });
+  }
+
+  private async runAfterInsert(batch: StoredBatch): Promise<void> {
+    try {
+      await this.options.afterInsert?.(batch);
+    } catch (error) {
+      this.metrics.hookFailures.inc();
+      this.options.logger.error(
+        { partition: batch.partition, events: batch.events.length, err: (error as Error).message },
+        "after-insert hook failed; the batch is stored and the quota sweep repairs what the hook missed",
+      );
+    }
   }
 
   private async sendToDeadLetter(topic: string, partition: number, invalid: InvalidEvent[]): Promise<void> {

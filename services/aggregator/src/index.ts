@@ -1,4 +1,4 @@
-export { Aggregator, type AggregatorOptions } from "./aggregator";
+export { type AfterInsertHook, Aggregator, type AggregatorOptions, type StoredBatch } from "./aggregator";
 export { type AggregatorConfig, aggregatorConfigSchema } from "./config";
 export { DedupWindow } from "./dedup-window";
 export { AggregatorMetrics } from "./metrics";

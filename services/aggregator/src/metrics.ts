@@ -33,6 +33,11 @@ export class AggregatorMetrics {
     help: "Failed ClickHouse inserts (each is retried)",
     registers: [this.registry],
   });
+  readonly hookFailures = new Counter({
+    name: "aggregator_after_insert_failures_total",
+    help: "After-insert hook calls that failed (the batch stays stored; the quota sweep repairs counters)",
+    registers: [this.registry],
+  });
   readonly insertSeconds = new Histogram({
     name: "aggregator_insert_duration_seconds",
     help: "ClickHouse insert latency per batch",
