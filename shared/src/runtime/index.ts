@@ -4,4 +4,5 @@ export * from "./errors";
 export * from "./http-error";
 export * from "./listen";
 export * from "./logger";
+export * from "./metrics-server";
 export * from "./service";
