@@ -12,9 +12,11 @@ import {
   updateKeyInputSchema,
 } from "@keymeter/shared/api-keys";
 import type { TierCatalog } from "@keymeter/shared/billing";
-import { AppError, describeIssues, isAppError, type Logger } from "@keymeter/shared/runtime";
+import { AppError, isAppError, type Logger } from "@keymeter/shared/runtime";
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from "fastify";
 import { z } from "zod";
+import { type QuotaRoutesDeps, registerQuotaRoutes } from "./quota-routes";
+import { audit as auditAction, parse } from "./request-input";
 
 export interface AdminAppOptions {
   registry: KeyRegistry;
@@ -24,6 +26,8 @@ export interface AdminAppOptions {
   bootstrapToken?: string;
   /** Largest request body, bytes. */
   bodyLimit?: number;
+  /** Customers, quota status and overrides (`/v1/customers`, `/v1/keys/:id/quota`). */
+  quota?: QuotaRoutesDeps;
 }
 
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
@@ -128,6 +132,7 @@ export function buildAdminApp(options: AdminAppOptions): FastifyInstance {
       v1.addHook("preHandler", authenticate);
 
       v1.get("/tiers", async () => ({ tiers: tiers.list() }));
+      if (options.quota) registerQuotaRoutes(v1, { ...options.quota, registry, logger });
 
       v1.post("/keys", async (request, reply) => {
         const issued = await registry.create(parse("body", createKeyInputSchema, request.body ?? {}));
@@ -211,12 +216,6 @@ export function buildAdminApp(options: AdminAppOptions): FastifyInstance {
   return app;
 }
 
-function parse<S extends z.ZodType>(where: "body" | "query" | "path", schema: S, input: unknown): z.output<S> {
-  const result = schema.safeParse(input);
-  if (!result.success) throw new AppError("bad_request", `invalid ${where}: ${describeIssues(result.error)}`);
-  return result.data;
-}
-
 function sendError(reply: FastifyReply, error: AppError, requestId: string) {
   return reply
     .code(error.httpStatus)
@@ -225,5 +224,5 @@ function sendError(reply: FastifyReply, error: AppError, requestId: string) {
 }
 
 function audit(logger: Logger, request: FastifyRequest, action: string, keyId?: string) {
-  logger.info({ request_id: request.id, actor: request.actor, action, key_id: keyId }, "admin action");
+  auditAction(logger, request, action, { key_id: keyId });
 }

@@ -1,6 +1,7 @@
 import type { Writable } from "node:stream";
 import { AppError, isAppError } from "@keymeter/shared/runtime";
 import { Command, CommanderError, Option } from "commander";
+import { addQuotaCommands } from "./cli-quota";
 import type { RegistryDeps } from "./registry";
 
 export interface CliIo {
@@ -136,6 +137,8 @@ export function buildCli(connect: () => Promise<RegistryDeps> | RegistryDeps, io
     .command("sync")
     .description("write every key's metadata to ClickHouse again (repairs failed mirror writes)")
     .action(withRegistry(async ({ registry }) => ({ mirrored: await registry.sync() })));
+
+  addQuotaCommands(program, keys, withRegistry);
 
   program
     .command("tiers")

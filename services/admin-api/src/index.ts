@@ -1,4 +1,6 @@
 export * from "./app";
 export * from "./cli";
 export * from "./config";
+export * from "./quota-deps";
+export * from "./quota-routes";
 export * from "./registry";

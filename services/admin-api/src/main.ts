@@ -16,6 +16,7 @@ runService("admin-api", async () => {
   const app = buildAdminApp({
     registry: deps.registry,
     tiers: deps.tiers,
+    ...(deps.quota ? { quota: deps.quota } : {}),
     logger,
     ...(config.ADMIN_BOOTSTRAP_TOKEN ? { bootstrapToken: config.ADMIN_BOOTSTRAP_TOKEN } : {}),
   });

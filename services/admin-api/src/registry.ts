@@ -3,10 +3,14 @@ import { loadTiers, type TierCatalog } from "@keymeter/shared/billing";
 import type { Logger } from "@keymeter/shared/runtime";
 import { clickHouseConnection, createClickHouse, createRedis, redisKeys } from "@keymeter/shared/stores";
 import type { RegistryConfig } from "./config";
+import { createQuotaDeps } from "./quota-deps";
+import type { QuotaRoutesDeps } from "./quota-routes";
 
 export interface RegistryDeps {
   registry: KeyRegistry;
   tiers: TierCatalog;
+  /** Customers, quota overrides and quota status (absent: those commands are unavailable). */
+  quota?: QuotaRoutesDeps;
   close(): Promise<void>;
 }
 
@@ -15,9 +19,10 @@ export function createRegistryFromConfig(config: RegistryConfig, logger: Logger)
   const tiers = loadTiers(config.TIERS_FILE);
   const redis = createRedis(config.REDIS_URL);
   const clickhouse = createClickHouse(clickHouseConnection(config), { requestTimeoutMs: 5_000 });
+  const keys = redisKeys(config.REDIS_KEY_PREFIX);
   const registry = new KeyRegistry({
     redis,
-    keys: redisKeys(config.REDIS_KEY_PREFIX),
+    keys,
     tiers,
     logger,
     mirror: new ClickHouseKeyMirror(clickhouse),
@@ -27,6 +32,7 @@ export function createRegistryFromConfig(config: RegistryConfig, logger: Logger)
   return {
     registry,
     tiers,
+    quota: createQuotaDeps({ redis, clickhouse, keys, tiers, logger }),
     close: async () => {
       await Promise.all([redis.quit(), clickhouse.close()]);
     },
