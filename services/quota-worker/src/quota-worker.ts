@@ -109,7 +109,7 @@ export class QuotaWorker {
       now: this.now,
     });
     this.delivery = new WebhookDelivery({
-      redis,
+      redis: options.bullConnection,
       keys,
       customers,
       logger,
