@@ -1,6 +1,7 @@
 /**
  * `npm run pipeline`: the whole pipeline on this machine, after `services.sh up` started
- * Kafka, ClickHouse and Redis. Creates topics and tables, starts every service as a child
+ * Kafka, ClickHouse and Redis. Creates topics and tables, starts every service (gateway,
+ * ingest, aggregator, quota worker, admin API) as a child
  * process (logs in .data/logs/), then runs a smoke test through it:
  *
  *   demo API key (admin API) -> 5 requests through the gateway -> emitter -> Kafka
@@ -46,6 +47,7 @@ const pipelineConfigSchema = storesConfigSchema.extend({
   INGEST_PORT: env.port().default(8088),
   DEMO_UPSTREAM_PORT: env.port().default(8090),
   AGGREGATOR_METRICS_PORT: env.port().default(9464),
+  QUOTA_WORKER_METRICS_PORT: env.port().default(9465),
 });
 
 const once = process.argv.includes("--once");
@@ -86,6 +88,7 @@ runService("pipeline", async () => {
   };
   const children = [
     start("aggregator", logs, { ...common, METRICS_PORT: String(config.AGGREGATOR_METRICS_PORT) }),
+    start("quota-worker", logs, { ...common, METRICS_PORT: String(config.QUOTA_WORKER_METRICS_PORT) }),
     start("ingest", logs, { ...common, INGEST_PORT: String(config.INGEST_PORT), INGEST_TOKENS: ingestToken }),
     start("admin-api", logs, { ...common, ADMIN_PORT: String(config.ADMIN_PORT), ADMIN_BOOTSTRAP_TOKEN: adminToken }),
     start("gateway", logs, {
@@ -107,6 +110,7 @@ runService("pipeline", async () => {
     const ingest = `http://127.0.0.1:${config.INGEST_PORT}`;
     for (const [name, url] of [
       ["aggregator", `http://127.0.0.1:${config.AGGREGATOR_METRICS_PORT}/healthz`],
+      ["quota-worker", `http://127.0.0.1:${config.QUOTA_WORKER_METRICS_PORT}/healthz`],
       ["ingest", `${ingest}/healthz`],
       ["admin-api", `${adminApi}/healthz`],
       ["gateway", `${gateway}/healthz`],
@@ -114,7 +118,7 @@ runService("pipeline", async () => {
       await waitHealthy(name, url, children);
     }
     say(
-      `services: aggregator, ingest :${config.INGEST_PORT}, admin-api :${config.ADMIN_PORT}, gateway :${config.GATEWAY_PORT} -> demo upstream :${config.DEMO_UPSTREAM_PORT} (logs in ${logs})`,
+      `services: aggregator, quota-worker :${config.QUOTA_WORKER_METRICS_PORT}, ingest :${config.INGEST_PORT}, admin-api :${config.ADMIN_PORT}, gateway :${config.GATEWAY_PORT} -> demo upstream :${config.DEMO_UPSTREAM_PORT} (logs in ${logs})`,
     );
 
     // The smoke test, as a user would run it.
