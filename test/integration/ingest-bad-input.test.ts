@@ -1,6 +1,5 @@
-import { KafkaEventPublisher } from "@keymeter/ingest";
 import { createIdempotentProducer } from "@keymeter/shared/stores";
-import { PartitionCount, type UsageEvent } from "@keymeter/shared/usage";
+import { KafkaPublisher, PartitionCount, type UsageEvent } from "@keymeter/shared/usage";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { INGEST_TOKEN, type IngestServer, startIngest } from "../support/ingest-server";
 import { createTestPipeline, type TestPipeline, usageEvent } from "../support/pipeline";
@@ -13,7 +12,7 @@ describe("HTTP ingest: bad input and wrong credentials", () => {
     pipeline = await createTestPipeline("ingest_bad");
     // Records what would reach Kafka, to prove refused requests publish nothing.
     ingest = await startIngest(pipeline, {
-      publisher: { publish: async (events) => void published.push(events) },
+      publisher: { publish: async (events) => void published.push(events.map((e) => JSON.parse(e.value))) },
       maxBodyBytes: 4096,
     });
   });
@@ -99,7 +98,7 @@ describe("HTTP ingest: bad input and wrong credentials", () => {
     // A real Kafka publisher whose producer has no connection: the send fails as when the broker is away.
     const producer = createIdempotentProducer(pipeline.kafka);
     const failing = await startIngest(pipeline, {
-      publisher: new KafkaEventPublisher(
+      publisher: new KafkaPublisher(
         producer,
         pipeline.topics.events,
         new PartitionCount(pipeline.admin, pipeline.topics.events),

@@ -1,6 +1,5 @@
-import { createServer } from "node:http";
 import { MIGRATIONS_DIR } from "@keymeter/clickhouse-schema";
-import { createLogger, listen, parseConfig, runService } from "@keymeter/shared/runtime";
+import { createLogger, createMetricsServer, listen, parseConfig, runService } from "@keymeter/shared/runtime";
 import {
   clickHouseConnection,
   createClickHouse,
@@ -47,18 +46,7 @@ runService("aggregator", async () => {
     onFatal: () => process.exit(1),
   });
 
-  const metricsServer = createServer((req, res) => {
-    if (req.url === "/metrics") {
-      aggregator.metrics.registry.metrics().then(
-        (body) => res.writeHead(200, { "content-type": aggregator.metrics.registry.contentType }).end(body),
-        () => res.writeHead(500).end(),
-      );
-    } else if (req.url === "/healthz") {
-      res.writeHead(200, { "content-type": "text/plain" }).end("ok");
-    } else {
-      res.writeHead(404).end();
-    }
-  });
+  const metricsServer = createMetricsServer(aggregator.metrics.registry, () => ({ redis: redis.status === "ready" }));
   const port = await listen(metricsServer, config.METRICS_HOST, config.METRICS_PORT, "METRICS_PORT");
   await aggregator.start();
   logger.info({ topic: topics.events, group: config.AGGREGATOR_GROUP_ID, metricsPort: port }, "aggregator started");

@@ -1,4 +1,4 @@
-import { IpAllowlist, type KeyRecord, keyChangedMessageSchema, keyRecordSchema } from "@keymeter/shared/api-keys";
+import { IpAllowlist, type KeyRecord, keyChangedMessageSchema, parseKeyRecord } from "@keymeter/shared/api-keys";
 import type { Logger } from "@keymeter/shared/runtime";
 import type { Redis, RedisKeys } from "@keymeter/shared/stores";
 
@@ -136,15 +136,16 @@ export class KeyCache {
     const [recordReply, flagReply, ttlReply] = replies ?? [];
     for (const reply of [recordReply, flagReply, ttlReply]) if (reply?.[0]) throw reply[0];
     const raw = recordReply?.[1];
-    const parsed = typeof raw === "string" ? keyRecordSchema.safeParse(parseJson(raw)) : undefined;
-    if (!parsed?.success) {
-      if (parsed) this.logger.error({ key_id: keyId }, "unreadable api key record in redis");
+    if (typeof raw !== "string") return undefined;
+    const parsed = parseKeyRecord(raw);
+    if ("problem" in parsed) {
+      this.logger.error({ key_id: keyId, problem: parsed.problem }, "unreadable api key record in redis");
       return undefined;
     }
     const ttl = Number(ttlReply?.[1] ?? -2);
     const key: CachedKey = {
-      record: parsed.data,
-      allowlist: new IpAllowlist(parsed.data.ip_allowlist),
+      record: parsed.record,
+      allowlist: new IpAllowlist(parsed.record.ip_allowlist),
       quotaFlaggedUntil: typeof flagReply?.[1] === "string" ? (ttl > 0 ? now + ttl : Number.POSITIVE_INFINITY) : 0,
       expiresAt: now + this.ttlMs,
     };

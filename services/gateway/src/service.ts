@@ -1,6 +1,6 @@
-import { createServer, type Server } from "node:http";
+import type { Server } from "node:http";
 import { loadTiers } from "@keymeter/shared/billing";
-import { type Logger, listen } from "@keymeter/shared/runtime";
+import { createMetricsServer, type Logger, listen } from "@keymeter/shared/runtime";
 import { createRedis, type Redis, redisKeys } from "@keymeter/shared/stores";
 import type { UsageEventSink } from "@keymeter/shared/usage";
 import type { GatewayConfig } from "./config";
@@ -62,16 +62,7 @@ export async function startGateway(
   const metricsServer =
     config.GATEWAY_METRICS_PORT === undefined
       ? undefined
-      : createServer((req, res) => {
-          if (req.url !== "/metrics") {
-            res.writeHead(404).end();
-            return;
-          }
-          metrics.registry.metrics().then(
-            (text) => res.writeHead(200, { "content-type": metrics.registry.contentType }).end(text),
-            () => res.writeHead(500).end(),
-          );
-        });
+      : createMetricsServer(metrics.registry, () => ({ redis: redis.status === "ready" }));
   let metricsPort: number | undefined;
   if (metricsServer) {
     metricsPort = await listen(

@@ -1,12 +1,19 @@
 import { createHash, randomUUID, timingSafeEqual } from "node:crypto";
+import { bearerToken } from "@keymeter/shared/api-keys";
 import { AppError, describeIssues, type Logger, toErrorResponse } from "@keymeter/shared/runtime";
-import { parseUsageEvent, USAGE_EVENT_TYPE, type UsageEvent } from "@keymeter/shared/usage";
+import {
+  encodeEvent,
+  parseUsageEvent,
+  USAGE_EVENT_TYPE,
+  type UsageEvent,
+  type UsageEventPublisher,
+} from "@keymeter/shared/usage";
 import Fastify, { type FastifyInstance, type FastifyRequest } from "fastify";
-import type { EventPublisher } from "./event-publisher";
 import { kongLogSchema, kongLogToEvent } from "./kong-log";
 
 export interface IngestAppOptions {
-  publisher: EventPublisher;
+  /** Where accepted events go (KafkaPublisher); a 202 waits for it. */
+  publisher: UsageEventPublisher;
   tokens: string[];
   logger: Logger;
   maxBodyBytes: number;
@@ -47,8 +54,7 @@ export function buildIngestApp(options: IngestAppOptions): FastifyInstance {
 
   app.addHook("onRequest", async (request) => {
     if (request.url === "/healthz") return;
-    const header = request.headers.authorization ?? "";
-    const token = header.startsWith("Bearer ") ? header.slice(7) : "";
+    const token = bearerToken(request.headers.authorization) ?? "";
     const presented = digest(token);
     // Compare digests in constant time against every configured token.
     const valid = tokenDigests.reduce((ok, expected) => timingSafeEqual(presented, expected) || ok, false);
@@ -67,7 +73,7 @@ export function buildIngestApp(options: IngestAppOptions): FastifyInstance {
   });
 
   app.post("/v1/events", async (request, reply) => {
-    const [status, body] = await accept(limitBatch(eventsFromRequest(request)).map(parseUsageEvent));
+    const [status, body] = await accept(limitBatch(eventsFromRequest(request)).map(parseUsageEvent), request.id);
     return reply.status(status).send(body);
   });
 
@@ -78,7 +84,7 @@ export function buildIngestApp(options: IngestAppOptions): FastifyInstance {
       if (!entry.success) return { ok: false as const, error: describeIssues(entry.error) };
       return parseUsageEvent(kongLogToEvent(entry.data, raw, options.kongSource));
     });
-    const [status, body] = await accept(parsed);
+    const [status, body] = await accept(parsed, request.id);
     return reply.status(status).send(body);
   });
 
@@ -110,7 +116,7 @@ export function buildIngestApp(options: IngestAppOptions): FastifyInstance {
     return items;
   }
 
-  async function accept(results: ReturnType<typeof parseUsageEvent>[]): Promise<[number, unknown]> {
+  async function accept(results: ReturnType<typeof parseUsageEvent>[], requestId: string): Promise<[number, unknown]> {
     const accepted: UsageEvent[] = [];
     const rejected: Rejection[] = [];
     results.forEach((result, index) => {
@@ -122,12 +128,17 @@ export function buildIngestApp(options: IngestAppOptions): FastifyInstance {
       options.logger.warn({ rejected: rejected.length, first: rejected[0]?.error }, "ingest refused invalid events");
     }
     if (accepted.length === 0) {
-      return [
-        400,
-        { error: { code: "invalid_event", message: "no valid event in the request" }, accepted: 0, rejected },
-      ];
+      const { body } = toErrorResponse(new AppError("invalid_event", "no valid event in the request"), requestId);
+      return [400, { ...body, accepted: 0, rejected }];
     }
-    await options.publisher.publish(accepted);
+    try {
+      await options.publisher.publish(accepted.map(encodeEvent));
+    } catch (error) {
+      throw new AppError("service_unavailable", "Kafka did not acknowledge the events; retry with the same event ids", {
+        retryable: true,
+        cause: error,
+      });
+    }
     return [202, { accepted: accepted.length, rejected }];
   }
 

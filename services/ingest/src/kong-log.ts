@@ -1,5 +1,5 @@
 import { createHash } from "node:crypto";
-import type { UsageEventInput } from "@keymeter/shared/usage";
+import { defaultRouteTemplate, type UsageEventInput } from "@keymeter/shared/usage";
 import { z } from "zod";
 
 /** The fields of Kong's http-log payload that a usage event needs (Kong 2.x/3.x). */
@@ -25,17 +25,6 @@ export const kongLogSchema = z.object({
 
 export type KongLog = z.infer<typeof kongLogSchema>;
 
-const ID_SEGMENT = /^(\d+|[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|[0-9a-f]{24,})$/i;
-
-/** `/v1/users/42?x=1` -> `/v1/users/:id`: keeps rollups per route, not per raw path. */
-export function templateRoute(uri: string): string {
-  const path = uri.split("?")[0] || "/";
-  return path
-    .split("/")
-    .map((segment) => (ID_SEGMENT.test(segment) ? ":id" : segment))
-    .join("/");
-}
-
 /**
  * Maps one Kong http-log entry to a usage event. The event id is Kong's request id, or a
  * hash of the entry so that a re-sent log entry gets the same id (and is deduplicated).
@@ -56,7 +45,8 @@ export function kongLogToEvent(entry: KongLog, raw: unknown, source: string): Us
     time: new Date(entry.started_at).toISOString(),
     data: {
       method: entry.request.method.toUpperCase(),
-      route: templateRoute(entry.request.uri),
+      // The same rule as the gateway's: one path, one rollup row, however it arrived.
+      route: defaultRouteTemplate(entry.request.uri.split("?")[0] || "/", entry.request.method),
       status: entry.response.status,
       latency_ms: entry.latencies.request ?? 0,
       request_bytes: entry.request.size,

@@ -1,4 +1,5 @@
 export * from "./ip-allowlist";
+export * from "./key-authentication";
 export * from "./key-format";
 export * from "./key-mirror";
 export * from "./key-record";

@@ -1,4 +1,5 @@
 import { z } from "zod";
+import { describeIssues } from "../runtime/describe-issues";
 import { cidrSchema } from "./ip-allowlist";
 import { KEY_ENVIRONMENTS, KEY_ID } from "./key-format";
 import { routePrefixSchema, scopeSchema } from "./scopes";
@@ -34,6 +35,22 @@ export const keyRecordSchema = z.object({
   secret_hashes: z.array(secretHashSchema).min(1),
 });
 export type KeyRecord = z.infer<typeof keyRecordSchema>;
+
+/**
+ * Reads a key record as stored in Redis. A value this code cannot read (not JSON, or not a
+ * record) is a bug or a foreign write: the caller refuses the key rather than guess, and logs
+ * `problem`.
+ */
+export function parseKeyRecord(text: string): { record: KeyRecord } | { problem: string } {
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch {
+    return { problem: "not valid JSON" };
+  }
+  const parsed = keyRecordSchema.safeParse(json);
+  return parsed.success ? { record: parsed.data } : { problem: describeIssues(parsed.error) };
+}
 
 export type KeyState = "active" | "revoked" | "expired";
 

@@ -12,8 +12,8 @@ import {
   createKeyInputSchema,
   type KeyRecord,
   type KeyView,
-  keyRecordSchema,
   keyView,
+  parseKeyRecord,
   type UpdateKeyInput,
   updateKeyInputSchema,
 } from "./key-record";
@@ -308,19 +308,12 @@ export class KeyRegistry {
 
   private parseRecord(value: string | null): KeyRecord | undefined {
     if (value === null) return undefined;
-    let json: unknown;
-    try {
-      json = JSON.parse(value);
-    } catch {
-      json = undefined;
-    }
-    const parsed = keyRecordSchema.safeParse(json);
-    if (!parsed.success) {
-      // A record this code cannot read is a bug or a foreign write; refuse the key rather than guess.
-      this.logger.error({ problem: describeIssues(parsed.error) }, "unreadable api key record in redis");
+    const parsed = parseKeyRecord(value);
+    if ("problem" in parsed) {
+      this.logger.error({ problem: parsed.problem }, "unreadable api key record in redis");
       return undefined;
     }
-    return parsed.data;
+    return parsed.record;
   }
 
   private async mirrorSafely(record: KeyRecord): Promise<boolean> {

@@ -4,4 +4,6 @@ export * from "./errors";
 export * from "./http-error";
 export * from "./listen";
 export * from "./logger";
+export * from "./metrics-server";
+export * from "./request-id";
 export * from "./service";

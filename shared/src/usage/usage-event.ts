@@ -1,4 +1,5 @@
 import { z } from "zod";
+import { KEY_ID } from "../api-keys/key-format";
 import { describeIssues } from "../runtime/describe-issues";
 
 /** The CloudEvents `type` of a request made with an API key. */
@@ -13,7 +14,6 @@ const MAX_FUTURE_MS = 86_400_000;
 const plausibleTime = (ms: number) => ms >= EARLIEST_EVENT_MS && ms <= Date.now() + MAX_FUTURE_MS;
 
 const RFC3339 = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:\d{2})$/;
-const KEY_ID = /^key_[A-Za-z0-9]{8,64}$/;
 
 const usageDataSchema = z.object({
   method: z.string().regex(/^[A-Z]{1,16}$/, "expected an upper-case HTTP method"),
