@@ -24,7 +24,7 @@ import { arr, type FormObject, type FormValue, obj, parseStripeForm, str } from 
  * on v1 meter events are reported later in meter error reports), the fake refuses at once:
  * stricter, so a test cannot pass by sending what Stripe would drop. Stripe aggregates
  * asynchronously; the fake's summaries are immediately consistent. `Idempotency-Key` works as
- * in Stripe: a repeat with the same parameters replays the first 2xx answer
+ * in Stripe: within 24 hours a repeat with the same parameters replays the first 2xx answer
  * (`Idempotent-Replayed: true`), other parameters get 400 `idempotency_error`, a concurrent
  * repeat 409 `idempotency_key_in_use`.
  */
@@ -153,7 +153,7 @@ export class StripeFake {
   private readonly subscriptions = new Map<string, SubscriptionRecord>();
   /** identifier -> accepted time (ms), for the 24-hour uniqueness rule. */
   private readonly identifiers = new Map<string, number>();
-  private readonly idempotent = new Map<string, { fingerprint: string; status: number; body: unknown }>();
+  private readonly idempotent = new Map<string, { fingerprint: string; status: number; body: unknown; at: number }>();
   private readonly idempotencyInFlight = new Set<string>();
   private readonly locks = new Set<string>();
   private tokens: number;
@@ -301,7 +301,9 @@ export class StripeFake {
       }
       if (method === "POST" && idempotencyKey) {
         const saved = this.idempotent.get(idempotencyKey);
-        if (saved) {
+        // Stripe may drop a key after 24 hours; the fake drops it then, the less favourable case.
+        if (saved && this.now() - saved.at >= DAY * 1000) this.idempotent.delete(idempotencyKey);
+        else if (saved) {
           if (saved.fingerprint !== fingerprint) {
             throw new FakeStripeError(
               400,
@@ -326,7 +328,7 @@ export class StripeFake {
       const result = await this.route(method, url.pathname, params);
       // Stripe saves an idempotent result once the endpoint executed; the fake saves 2xx only.
       if (method === "POST" && idempotencyKey) {
-        this.idempotent.set(idempotencyKey, { fingerprint, status: 200, body: result });
+        this.idempotent.set(idempotencyKey, { fingerprint, status: 200, body: result, at: this.now() });
       }
       send(200, result, idempotencyKey ? { "Idempotency-Key": idempotencyKey } : {});
     } catch (error) {
