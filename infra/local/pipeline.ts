@@ -25,13 +25,13 @@ import {
   env,
   listen,
   parseConfig,
-  quoteString,
   runMigrations,
   runService,
   storesConfigSchema,
   topicNames,
 } from "@keymeter/shared";
 import { z } from "zod";
+import { smokeRoutesQuery } from "./smoke-query";
 
 const ROOT = join(import.meta.dirname, "../..");
 
@@ -155,7 +155,7 @@ runService("pipeline", async () => {
     let rows: Array<{ route: string; requests: string }> = [];
     while (Date.now() < deadline) {
       const result = await clickhouse.query({
-        query: `SELECT route, sum(requests) AS requests FROM usage_daily WHERE key_id = ${quoteString(key.id)} GROUP BY route ORDER BY route`,
+        query: smokeRoutesQuery(key.id),
         format: "JSONEachRow",
       });
       rows = await result.json();
