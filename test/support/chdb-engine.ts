@@ -12,6 +12,11 @@ const HERE = join(import.meta.dirname, "chdb");
 const REQUIREMENTS = join(HERE, "requirements.txt");
 const RUNNER = join(HERE, "runner.py");
 const run = promisify(execFile);
+/*
+ * Without chdb-core's declared pandas and pyarrow: the runner asks for text formats only, and
+ * they make the first install several times slower and the venv hundreds of MB larger.
+ */
+const PIP_INSTALL = ["install", "--disable-pip-version-check", "--no-input", "--quiet", "--no-deps", "-r"];
 
 /** Where the chdb-core virtual environment lives: under the git-ignored data folder. */
 export function chdbVenvDir(): string {
@@ -20,8 +25,8 @@ export function chdbVenvDir(): string {
 
 /**
  * Makes sure `.data/chdb-venv` holds the pinned chdb-core (test/support/chdb/requirements.txt)
- * and returns its python. Fast when it does: a marker file holds the requirements' hash, so a
- * changed pin or an interrupted install starts over. Throws an error that says what to do
+ * and returns its python. Fast when it does: a marker file holds the hash of the requirements
+ * and the install arguments, so a changed pin or an interrupted install starts over. Throws an error that says what to do
  * when the environment cannot be made (no python3, no venv module, no PyPI).
  */
 export async function ensureChdbVenv(): Promise<string> {
@@ -30,6 +35,7 @@ export async function ensureChdbVenv(): Promise<string> {
   const marker = join(venv, "keymeter-requirements.sha256");
   const wanted = createHash("sha256")
     .update(await readFile(REQUIREMENTS))
+    .update(PIP_INSTALL.join(" "))
     .digest("hex");
   if (existsSync(python) && existsSync(marker) && (await readFile(marker, "utf8")).trim() === wanted) return python;
 
@@ -43,7 +49,7 @@ export async function ensureChdbVenv(): Promise<string> {
       throw new Error(
         `chdb-core (current ClickHouse in process) could not be installed: ${what} failed (${(error as Error).message.split("\n")[0]}).\n` +
           `${detail}\nNeeds python3 with the venv module (KEYMETER_PYTHON names another interpreter) and PyPI; ` +
-          `by hand: ${system} -m venv ${venv} && ${python} -m pip install -r ${REQUIREMENTS}`,
+          `by hand: ${system} -m venv ${venv} && ${python} -m pip ${PIP_INSTALL.join(" ")} ${REQUIREMENTS}`,
       );
     }
   };
@@ -51,11 +57,7 @@ export async function ensureChdbVenv(): Promise<string> {
   await step("'pip install -r test/support/chdb/requirements.txt'", python, [
     "-m",
     "pip",
-    "install",
-    "--disable-pip-version-check",
-    "--no-input",
-    "--quiet",
-    "-r",
+    ...PIP_INSTALL,
     REQUIREMENTS,
   ]);
   await writeFile(marker, `${wanted}\n`);
