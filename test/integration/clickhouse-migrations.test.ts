@@ -127,6 +127,16 @@ describe("ClickHouse migrations (real server)", () => {
     await writeFile(join(dir, "0001_t.sql"), second);
     expect(await runMigrations(connection(db), { dir })).toMatchObject({ applied: [], alreadyApplied: ["0001_t"] });
 
+    // Gates are kept by statement index, which the earlier text may number differently.
+    const gatedDb = freshDatabase();
+    const gated = "-- @requires clickhouse >= 999.0\nCREATE TABLE IF NOT EXISTS g (x UInt8) ENGINE = Memory;\n";
+    await writeFile(join(dir, "0001_t.sql"), gated);
+    expect((await runMigrations(connection(gatedDb), { dir })).skippedStatements).toBe(1);
+    await writeFile(join(dir, "0001_t.sql"), `-- @replaces-checksum ${sha(gated)}\n${gated}`);
+    await expect(runMigrations(connection(gatedDb), { dir })).rejects.toThrow(
+      "0001_t was applied under an earlier text with statements still waiting for a newer server",
+    );
+
     // A text that names some other earlier text is still an edit.
     await writeFile(join(dir, "0001_t.sql"), `-- @replaces-checksum ${sha(second)}\n${first}`);
     await expect(runMigrations(connection(db), { dir })).rejects.toThrow("0001_t was changed after it was applied");
