@@ -47,5 +47,6 @@ function toRow(key: KeyView) {
     revoked_at: dateTime(key.revoked_at),
     expires_at: dateTime(key.expires_at),
     version: key.version,
+    aliases: key.aliases,
   };
 }
