@@ -1,12 +1,11 @@
 import { afterEach, describe, expect, it } from "vitest";
-import { killAllAggregators, type ProcessOutput, spawnAggregator, stopGracefully } from "../support/aggregator-process";
+import { type ProcessOutput, spawnAggregator, stopGracefully } from "../support/aggregator-process";
 import { freePort, IsolatedServices } from "../support/isolated-services";
 import { createTestPipeline } from "../support/pipeline";
 import { waitFor } from "../support/poll";
 
 const cleanups: Array<() => Promise<void> | void> = [];
 afterEach(async () => {
-  await killAllAggregators();
   for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
 });
 
@@ -38,12 +37,18 @@ describe("aggregator: Redis stopped and restarted under it", () => {
       { REDIS_URL: `redis://127.0.0.1:${isolated.env.REDIS_PORT}`, METRICS_PORT: String(port), LOG_LEVEL: "info" },
       output,
     );
-    cleanups.push(async () => void (await stopGracefully(child)));
+    cleanups.push(async () => {
+      if (child.exitCode === null && child.signalCode === null) await stopGracefully(child);
+    });
     const health = async () => {
       const response = await fetch(`http://127.0.0.1:${port}/healthz`);
       return { status: response.status, body: (await response.json()) as { down?: string[] } };
     };
-    await waitFor("the aggregator answers healthy", async () => (await health()).status === 200, 60_000);
+    await waitFor("the aggregator answers healthy", async () => (await health()).status === 200, 60_000).catch(
+      async (error) => {
+        throw new Error(`${(error as Error).message}; last answer ${JSON.stringify(await health().catch(String))}`);
+      },
+    );
 
     isolated.down("redis");
     await waitFor("/healthz answers 503 naming redis", async () => {
@@ -63,5 +68,5 @@ describe("aggregator: Redis stopped and restarted under it", () => {
     for (let i = 1; i < lines.length; i++) {
       expect(Date.parse(lines[i]?.time ?? "") - Date.parse(lines[i - 1]?.time ?? "")).toBeGreaterThanOrEqual(9_000);
     }
-  });
+  }, 150_000);
 });
