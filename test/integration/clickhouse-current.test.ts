@@ -87,7 +87,11 @@ describe("the same SQL on a current ClickHouse (chdb-core in process)", () => {
       'migration 0004_dashboard_views failed at "CREATE VIEW IF NOT EXISTS v_key_monthly AS"',
     );
     const report = await applyMigrations(target, await loadMigrations(MIGRATIONS_DIR));
-    expect(report.applied).toEqual(["0004_dashboard_views", "0005_key_monthly_view_aliases"]);
+    expect(report.applied).toEqual([
+      "0004_dashboard_views",
+      "0005_key_monthly_view_aliases",
+      "0006_key_aliases_unknown_keys",
+    ]);
     expect(await target.select("SELECT * FROM v_key_monthly")).toEqual([]);
   });
 
@@ -112,7 +116,13 @@ describe("the same SQL on a current ClickHouse (chdb-core in process)", () => {
         "SELECT name FROM system.tables WHERE database = currentDatabase() AND engine = 'View' ORDER BY name";
       const viewNames = (await select18<{ name: string }>(client, views)).map((row) => row.name);
       expect((await engine.select<{ name: string }>(views)).map((row) => row.name)).toEqual(viewNames);
-      expect(viewNames).toEqual(["v_customer_daily", "v_ingest_progress", "v_key_monthly", "v_route_hourly"]);
+      expect(viewNames).toEqual([
+        "v_customer_daily",
+        "v_ingest_progress",
+        "v_key_monthly",
+        "v_route_hourly",
+        "v_unknown_keys",
+      ]);
 
       const queries: Array<[what: string, sql: string]> = [
         ["aggregator: OffsetStore.lastStoredOffsets", lastStoredOffsetsQuery(TOPIC)],
@@ -159,6 +169,9 @@ describe("the same SQL on a current ClickHouse (chdb-core in process)", () => {
           { month: "2026-11-01", key_id: KEY_B, calls: 2, key_name: "second", key_state: "active" },
           { month: "2026-11-01", key_id: KEY_C, calls: 2, key_name: "", key_state: "" },
         ]),
+      );
+      expect(canonical(await engine.select("SELECT * FROM v_unknown_keys"))).toEqual(
+        canonical([{ subject: KEY_C, first_day: "2026-11-03", last_day: "2026-11-03", calls: 2, units: 1 }]),
       );
     } finally {
       await client.close();
@@ -216,6 +229,7 @@ function key(id: string, version: number, changes: Partial<KeyView> = {}): KeyVi
     revoked_at: null,
     hint: "wxyz",
     version,
+    aliases: [],
     ...changes,
   };
 }

@@ -53,5 +53,6 @@ export function keyMirrorRow(key: KeyView) {
     revoked_at: dateTime(key.revoked_at),
     expires_at: dateTime(key.expires_at),
     version: key.version,
+    aliases: key.aliases,
   };
 }
