@@ -96,7 +96,11 @@ describe("aggregator: Kafka -> ClickHouse", () => {
     const value = [JSON.stringify(good[0]), '{"specversion":"1.0","id":"broken"}', JSON.stringify(good[1])].join("\n");
     await produce(pipeline, [{ key: "key_packed0001", value }]);
     const aggregator = await startAggregator(pipeline);
-    await waitFor("2 rows", async () => (await pipeline.rawRows()) === 2);
+    // The rollups are written by views after the raw rows (the same INSERT, one after another).
+    await waitFor(
+      "2 rows and their rollups",
+      async () => (await pipeline.rawRows()) === 2 && (await pipeline.countedRequests()) === 2,
+    );
     await waitFor(
       "1 event dead-lettered",
       async () => (await aggregator.metrics.deadLettered.get()).values[0]?.value === 1,

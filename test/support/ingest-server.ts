@@ -1,7 +1,8 @@
-import { buildIngestApp, type EventPublisher, KafkaEventPublisher } from "@keymeter/ingest";
+import { buildIngestApp } from "@keymeter/ingest";
+import type { KeyAttributor } from "@keymeter/shared/api-keys";
 import { createLogger } from "@keymeter/shared/runtime";
 import { createIdempotentProducer } from "@keymeter/shared/stores";
-import { PartitionCount, unpackEvents } from "@keymeter/shared/usage";
+import { KafkaPublisher, PartitionCount, type UsageEventPublisher, unpackEvents } from "@keymeter/shared/usage";
 import type { FastifyInstance } from "fastify";
 import type { Producer } from "kafkajs";
 import type { TestPipeline } from "./pipeline";
@@ -21,17 +22,18 @@ export interface IngestServer {
 /** The ingest API on a free loopback port, publishing to the pipeline's topic (or to `publisher`). */
 export async function startIngest(
   pipeline: TestPipeline,
-  options: { publisher?: EventPublisher; maxBodyBytes?: number } = {},
+  options: { publisher?: UsageEventPublisher; maxBodyBytes?: number; attribution?: KeyAttributor } = {},
 ): Promise<IngestServer> {
   let producer: Producer | undefined;
   let publisher = options.publisher;
   if (!publisher) {
     producer = createIdempotentProducer(pipeline.kafka);
     await producer.connect();
-    publisher = new KafkaEventPublisher(
+    publisher = new KafkaPublisher(
       producer,
       pipeline.topics.events,
       new PartitionCount(pipeline.admin, pipeline.topics.events),
+      10_000,
     );
   }
   const app: FastifyInstance = buildIngestApp({
@@ -41,6 +43,7 @@ export async function startIngest(
     maxBodyBytes: options.maxBodyBytes ?? 1024 * 1024,
     maxBatchEvents: 1000,
     kongSource: "kong-test",
+    ...(options.attribution ? { attribution: options.attribution } : {}),
   });
   const address = await app.listen({ host: "127.0.0.1", port: 0 });
   return {

@@ -164,8 +164,7 @@ export class QuotaStack {
 
   /** A Redis connection closed with the stack. */
   connection(forBullMQ = false): Redis {
-    const redis = createRedis(this.keyStack.redisUrl, { forBullMQ });
-    redis.on("error", () => undefined);
+    const redis = createRedis(this.keyStack.redisUrl, { forBullMQ, logger: this.keyStack.logger });
     this.connections.push(redis);
     return redis;
   }
@@ -173,7 +172,7 @@ export class QuotaStack {
   async startWorker(options: Partial<QuotaWorkerOptions> = {}): Promise<QuotaWorker> {
     this.worker = new QuotaWorker({
       redis: this.connection(),
-      subscriber: createRedis(this.keyStack.redisUrl),
+      subscriber: createRedis(this.keyStack.redisUrl, { logger: this.keyStack.logger }),
       bullConnection: this.connection(true),
       clickhouse: this.pipeline.clickhouse,
       keys: this.keyStack.keys,

@@ -1,18 +1,25 @@
-import { randomUUID } from "node:crypto";
 import {
+  authenticateKey,
+  authorizeKey,
+  bearerToken,
   createKeyInputSchema,
   hashesEqual,
   hashSecret,
   IpAllowlist,
   KEY_ID,
   type KeyRegistry,
-  keyState,
-  parseSecret,
-  scopeViolation,
   updateKeyInputSchema,
 } from "@keymeter/shared/api-keys";
 import type { TierCatalog } from "@keymeter/shared/billing";
-import { AppError, isAppError, type Logger } from "@keymeter/shared/runtime";
+import {
+  AppError,
+  checkHealth,
+  errorBody,
+  type HealthProbe,
+  isAppError,
+  type Logger,
+  requestIdFrom,
+} from "@keymeter/shared/runtime";
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from "fastify";
 import { z } from "zod";
 import { type QuotaRoutesDeps, registerQuotaRoutes } from "./quota-routes";
@@ -26,12 +33,11 @@ export interface AdminAppOptions {
   bootstrapToken?: string;
   /** Largest request body, bytes. */
   bodyLimit?: number;
+  /** Dependencies for `/healthz` (Redis, which every route needs). */
+  health?: HealthProbe;
   /** Customers, quota status and overrides (`/v1/customers`, `/v1/keys/:id/quota`). */
   quota?: QuotaRoutesDeps;
 }
-
-const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
-const BEARER = /^Bearer[ \t]+(\S+)[ \t]*$/i;
 
 const idParams = z.object({ id: z.string().regex(KEY_ID, "expected a key id like key_XXXXXXXX") }).strict();
 const listQuery = z
@@ -72,10 +78,7 @@ export function buildAdminApp(options: AdminAppOptions): FastifyInstance {
   const app = Fastify({
     logger: false,
     bodyLimit: options.bodyLimit ?? 16 * 1024,
-    genReqId: (req) => {
-      const given = req.headers["x-request-id"];
-      return typeof given === "string" && REQUEST_ID.test(given) ? given : randomUUID();
-    },
+    genReqId: (req) => requestIdFrom(req.headers["x-request-id"]),
   });
 
   app.addHook("onRequest", async (request, reply) => {
@@ -98,34 +101,39 @@ export function buildAdminApp(options: AdminAppOptions): FastifyInstance {
   });
 
   const authenticate = async (request: FastifyRequest) => {
-    const match = BEARER.exec(request.headers.authorization ?? "");
-    const secret = match?.[1];
+    const secret = bearerToken(request.headers.authorization);
     if (!secret) throw new AppError("unauthenticated", "missing credentials: send 'Authorization: Bearer <admin key>'");
-    const hash = hashSecret(secret);
-    if (bootstrapHash && hashesEqual(hash, bootstrapHash)) {
+    if (bootstrapHash && hashesEqual(hashSecret(secret), bootstrapHash)) {
       request.actor = "bootstrap";
       return;
     }
-    if (!parseSecret(secret)) throw new AppError("unauthenticated", "malformed API key");
-    const record = await registry.findByHash(hash);
-    const entry = record?.secret_hashes.find((candidate) => hashesEqual(candidate.hash, hash));
-    if (!record || !entry) throw new AppError("unauthenticated", "invalid API key");
-    const now = Date.now();
-    if (entry.valid_until !== null && Date.parse(entry.valid_until) <= now) {
-      throw new AppError("unauthenticated", "this API key was rotated and its grace period has ended");
-    }
-    const state = keyState(record, now);
-    if (state !== "active") throw new AppError("unauthenticated", `API key ${state}`);
+    const identity = await authenticateKey(
+      secret,
+      async (hash) => {
+        const record = await registry.findByHash(hash);
+        return record && { record };
+      },
+      Date.now(),
+    );
+    if (!identity.ok) throw identity.error;
+    const { record } = identity.found;
     if (record.scope !== "admin") throw new AppError("forbidden", "the admin API needs an admin-scoped key");
-    if (!new IpAllowlist(record.ip_allowlist).allows(request.ip)) {
-      throw new AppError("forbidden", "requests from this address are not allowed for this API key");
-    }
-    const violation = scopeViolation(record, { method: request.method, path: request.url.split("?")[0] ?? "/" }, []);
-    if (violation) throw new AppError("forbidden", violation);
+    const path = request.url.split("?")[0] ?? "/";
+    const refused = authorizeKey(
+      record,
+      new IpAllowlist(record.ip_allowlist),
+      request.ip,
+      { method: request.method, path },
+      [],
+    );
+    if (refused) throw refused;
     request.actor = record.id;
   };
 
-  app.get("/healthz", async () => ({ ok: true }));
+  app.get("/healthz", async (_request, reply) => {
+    const { status, report } = await checkHealth(options.health);
+    return reply.code(status).send(report);
+  });
 
   app.register(
     async (v1) => {
@@ -152,9 +160,10 @@ export function buildAdminApp(options: AdminAppOptions): FastifyInstance {
 
       v1.post("/keys/sync", async (request) => {
         parse("body", emptyBody, request.body ?? undefined);
-        const mirrored = await registry.sync();
+        // 200 with the keys that could not be written: one bad record must not stop the repair.
+        const report = await registry.sync();
         audit(logger, request, "sync");
-        return { mirrored };
+        return report;
       });
 
       v1.get("/keys/:id", async (request) => ({
@@ -217,10 +226,7 @@ export function buildAdminApp(options: AdminAppOptions): FastifyInstance {
 }
 
 function sendError(reply: FastifyReply, error: AppError, requestId: string) {
-  return reply
-    .code(error.httpStatus)
-    .type("application/json; charset=utf-8")
-    .send({ error: { code: error.code, message: error.message, request_id: requestId } });
+  return reply.code(error.httpStatus).type("application/json; charset=utf-8").send(errorBody(error, requestId));
 }
 
 function audit(logger: Logger, request: FastifyRequest, action: string, keyId?: string) {

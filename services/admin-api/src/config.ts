@@ -42,9 +42,6 @@ export const adminConfigSchema = registryConfigSchema.extend({
     z.string().min(32, "must be at least 32 characters").optional(),
   ),
   /** Apply ClickHouse migrations (the api_keys table) at start-up. */
-  MIGRATE_ON_START: z
-    .enum(["true", "false", "1", "0"], { message: "expected true or false" })
-    .transform((value) => value === "true" || value === "1")
-    .default(true),
+  MIGRATE_ON_START: env.flag().default(true),
 });
 export type AdminConfig = z.infer<typeof adminConfigSchema>;

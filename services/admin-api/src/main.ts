@@ -1,5 +1,5 @@
 import { MIGRATIONS_DIR } from "@keymeter/clickhouse-schema";
-import { AppError, createLogger, parseConfig, runService } from "@keymeter/shared/runtime";
+import { bindPort, createLogger, parseConfig, runService } from "@keymeter/shared/runtime";
 import { clickHouseConnection, runMigrations } from "@keymeter/shared/stores";
 import { buildAdminApp } from "./app";
 import { adminConfigSchema } from "./config";
@@ -18,19 +18,16 @@ runService("admin-api", async () => {
     tiers: deps.tiers,
     ...(deps.quota ? { quota: deps.quota } : {}),
     logger,
+    ...(deps.health ? { health: deps.health } : {}),
     ...(config.ADMIN_BOOTSTRAP_TOKEN ? { bootstrapToken: config.ADMIN_BOOTSTRAP_TOKEN } : {}),
   });
   let address: string;
   try {
-    address = await app.listen({ host: config.ADMIN_HOST, port: config.ADMIN_PORT });
+    address = await bindPort(config.ADMIN_HOST, config.ADMIN_PORT, "ADMIN_PORT", () =>
+      app.listen({ host: config.ADMIN_HOST, port: config.ADMIN_PORT }),
+    );
   } catch (error) {
     await deps.close();
-    if ((error as NodeJS.ErrnoException).code === "EADDRINUSE") {
-      throw new AppError(
-        "port_in_use",
-        `port ${config.ADMIN_PORT} on ${config.ADMIN_HOST} is already in use (set ADMIN_PORT to another port)`,
-      );
-    }
     throw error;
   }
   logger.info({ address }, "admin api listening");

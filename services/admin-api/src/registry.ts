@@ -1,6 +1,6 @@
 import { ClickHouseKeyMirror, KeyRegistry } from "@keymeter/shared/api-keys";
 import { loadTiers, type TierCatalog } from "@keymeter/shared/billing";
-import type { Logger } from "@keymeter/shared/runtime";
+import type { HealthProbe, Logger } from "@keymeter/shared/runtime";
 import { clickHouseConnection, createClickHouse, createRedis, redisKeys } from "@keymeter/shared/stores";
 import type { RegistryConfig } from "./config";
 import { createQuotaDeps } from "./quota-deps";
@@ -11,13 +11,15 @@ export interface RegistryDeps {
   tiers: TierCatalog;
   /** Customers, quota overrides and quota status (absent: those commands are unavailable). */
   quota?: QuotaRoutesDeps;
+  /** Redis, which the registry needs for every call (the ClickHouse mirror is optional). */
+  health?: HealthProbe;
   close(): Promise<void>;
 }
 
 /** The key registry on Redis, mirrored to ClickHouse, as the config describes it. */
 export function createRegistryFromConfig(config: RegistryConfig, logger: Logger): RegistryDeps {
   const tiers = loadTiers(config.TIERS_FILE);
-  const redis = createRedis(config.REDIS_URL);
+  const redis = createRedis(config.REDIS_URL, { logger });
   const clickhouse = createClickHouse(clickHouseConnection(config), { requestTimeoutMs: 5_000 });
   const keys = redisKeys(config.REDIS_KEY_PREFIX);
   const registry = new KeyRegistry({
@@ -33,6 +35,7 @@ export function createRegistryFromConfig(config: RegistryConfig, logger: Logger)
     registry,
     tiers,
     quota: createQuotaDeps({ redis, clickhouse, keys, tiers, logger }),
+    health: () => ({ redis: redis.status === "ready" }),
     close: async () => {
       await Promise.all([redis.quit(), clickhouse.close()]);
     },

@@ -1,18 +1,6 @@
 import { env, storesConfigSchema } from "@keymeter/shared/runtime";
+import { EVENT_SINK_KINDS } from "@keymeter/shared/usage";
 import { z } from "zod";
-
-const list = () =>
-  z.string().transform((value) =>
-    value
-      .split(",")
-      .map((item) => item.trim())
-      .filter((item) => item !== ""),
-  );
-
-const flag = () =>
-  z
-    .enum(["true", "false", "1", "0"], { message: "expected true or false" })
-    .transform((value) => value === "true" || value === "1");
 
 /** The reference gateway's environment. */
 export const gatewayConfigSchema = storesConfigSchema
@@ -32,11 +20,11 @@ export const gatewayConfigSchema = storesConfigSchema
     /** Namespace for every Redis key and channel (side-by-side deployments). */
     REDIS_KEY_PREFIX: z.string().default(""),
     KEY_CACHE_TTL_MS: env.positiveInt().default(30_000),
-    ADMIN_ROUTE_PREFIXES: list().default(["/admin"]),
+    ADMIN_ROUTE_PREFIXES: env.list().default(["/admin"]),
     /** Accept `?api_key=` (off by default: keys in URLs leak into logs). */
-    API_KEY_QUERY_PARAM: flag().default(false),
+    API_KEY_QUERY_PARAM: env.flag().default(false),
     /** CIDRs of proxies in front of the gateway whose X-Forwarded-For is believed. */
-    TRUSTED_PROXIES: list().default([]),
+    TRUSTED_PROXIES: env.list().default([]),
     /**
      * Rate-limit token leases (ms): each instance takes up to rate × lease tokens per Redis
      * call, so a cache hit needs no round trip. 0: one Redis round trip per request.
@@ -49,7 +37,7 @@ export const gatewayConfigSchema = storesConfigSchema
      * Where usage events go: `kafka` (the emitter: batched, spooled to disk while Kafka is
      * away), `stdout` (one JSON line per event) or `none`.
      */
-    EVENT_SINK: z.enum(["kafka", "stdout", "none"]).default("kafka"),
+    EVENT_SINK: z.enum(EVENT_SINK_KINDS).default("kafka"),
     /** Prefix of the Kafka topic names (`<prefix>usage.events`). */
     KAFKA_TOPIC_PREFIX: z.string().default(""),
     /** Where the emitter keeps events while Kafka is unreachable: one folder per instance. */

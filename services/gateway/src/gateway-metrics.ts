@@ -1,5 +1,5 @@
 import { Counter, Histogram, Registry } from "prom-client";
-import type { Decision } from "./gateway";
+import type { Decision } from "./decision";
 
 /**
  * Prometheus metrics of the gateway's decisions. Labels are the outcome (an AppError code

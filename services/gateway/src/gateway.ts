@@ -1,24 +1,15 @@
 import { randomUUID } from "node:crypto";
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { performance } from "node:perf_hooks";
-import {
-  hashesEqual,
-  hashSecret,
-  IpAllowlist,
-  type KeyRecord,
-  keyState,
-  normalizeIp,
-  parseSecret,
-  scopeViolation,
-} from "@keymeter/shared/api-keys";
+import { authenticateKey, authorizeKey, bearerToken, IpAllowlist, normalizeIp } from "@keymeter/shared/api-keys";
 import type { TierCatalog } from "@keymeter/shared/billing";
-import { AppError, type Logger } from "@keymeter/shared/runtime";
-import type { UsageEventSink } from "@keymeter/shared/usage";
+import { AppError, type Logger, requestIdFrom, writeErrorResponse } from "@keymeter/shared/runtime";
+import { defaultRouteTemplate, type RouteTemplater, type UsageEventSink } from "@keymeter/shared/usage";
+import type { Decision } from "./decision";
 import type { GatewayMetrics } from "./gateway-metrics";
 import type { CachedKey, KeyCache } from "./key-cache";
 import type { RateLimiter } from "./rate-limiter";
 import { parseRequestTarget } from "./request-path";
-import { defaultRouteTemplate, type RouteTemplater } from "./route-template";
 
 export interface GatewayOptions {
   cache: KeyCache;
@@ -39,31 +30,6 @@ export interface GatewayOptions {
   trustedProxies?: readonly string[];
   now?: () => number;
 }
-
-/** The outcome of checking one request; `error` is set when the gateway refuses it. */
-export interface Decision {
-  requestId: string;
-  /** performance.now() when the request arrived. */
-  startedAt: number;
-  /** Epoch ms when the request arrived: the event time. */
-  receivedAt: number;
-  method: string;
-  /** The canonical path (see request-path.ts): what scopes were checked against. */
-  path: string;
-  /** Path and query to forward upstream (normalized, without an `api_key` parameter). */
-  forwardPath: string;
-  route: string;
-  /** Where the key came from, so a proxy can strip it before forwarding. */
-  keySource?: "authorization" | "x-api-key" | "query";
-  /** The identified key, also when the request is refused for its state, scope, IP or limits. */
-  key?: KeyRecord;
-  error?: AppError;
-  /** Response headers: request id, RateLimit-*, Retry-After. */
-  headers: Array<[string, string]>;
-}
-
-const BEARER = /^Bearer[ \t]+(\S+)[ \t]*$/i;
-const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
 
 /**
  * The gateway core, framework-free: {@link check} authenticates and limits one request,
@@ -108,8 +74,7 @@ export class Gateway {
   /** Authenticates, authorizes and rate-limits one request. Never rejects. */
   async check(req: IncomingMessage): Promise<Decision> {
     const startedAt = performance.now();
-    const incomingId = req.headers["x-request-id"];
-    const requestId = typeof incomingId === "string" && REQUEST_ID.test(incomingId) ? incomingId : randomUUID();
+    const requestId = requestIdFrom(req.headers["x-request-id"]);
     const method = req.method ?? "GET";
     const target = parseRequestTarget(req.url ?? "/");
     if (!target) {
@@ -159,31 +124,14 @@ export class Gateway {
   }
 
   private async authorize(req: IncomingMessage, decision: Decision, secret: string | undefined) {
-    if (secret === undefined) {
-      return new AppError(
-        "unauthenticated",
-        "missing API key: send it as 'Authorization: Bearer <key>' or in the X-API-Key header",
-      );
-    }
-    if (!parseSecret(secret)) return new AppError("unauthenticated", "malformed API key");
-    const hash = hashSecret(secret);
-    const cached = await this.cache.lookup(hash);
-    if (!cached) return new AppError("unauthenticated", "invalid API key");
-    const entry = cached.record.secret_hashes.find((candidate) => hashesEqual(candidate.hash, hash));
-    if (!entry) return new AppError("unauthenticated", "invalid API key");
-    const record = cached.record;
-    decision.key = record;
     const now = this.now();
-    if (entry.valid_until !== null && Date.parse(entry.valid_until) <= now) {
-      return new AppError("unauthenticated", "this API key was rotated and its grace period has ended");
-    }
-    const state = keyState(record, now);
-    if (state !== "active") return new AppError("unauthenticated", `API key ${state}`);
-    if (!cached.allowlist.allows(this.clientIp(req))) {
-      return new AppError("forbidden", "requests from this address are not allowed for this API key");
-    }
-    const violation = scopeViolation(record, decision, this.adminRoutePrefixes);
-    if (violation) return new AppError("forbidden", violation);
+    const identity = await authenticateKey<CachedKey>(secret, (hash) => this.cache.lookup(hash), now);
+    if (identity.found) decision.key = identity.found.record;
+    if (!identity.ok) return identity.error;
+    const cached = identity.found;
+    const record = cached.record;
+    const refused = authorizeKey(record, cached.allowlist, this.clientIp(req), decision, this.adminRoutePrefixes);
+    if (refused) return refused;
     const tier = this.tiers.get(record.tier);
     if (!tier) {
       this.logger.error({ key_id: record.id, tier: record.tier }, "api key has a tier that is not configured");
@@ -215,15 +163,8 @@ export class Gateway {
   }
 
   /** Writes the JSON error answer for a refused request. */
-  refuse(res: ServerResponse, decision: Decision, error: AppError = decision.error ?? internalError()): void {
-    const body = JSON.stringify(errorBody(error, decision.requestId));
-    for (const [name, value] of decision.headers) res.setHeader(name, value);
-    res.writeHead(error.httpStatus, {
-      "content-type": "application/json; charset=utf-8",
-      "content-length": Buffer.byteLength(body),
-      "cache-control": "no-store",
-    });
-    res.end(body);
+  refuse(res: ServerResponse, decision: Decision, error: unknown = decision.error): void {
+    writeErrorResponse(res, error, decision.requestId, decision.headers);
   }
 
   /**
@@ -259,12 +200,9 @@ export class Gateway {
     req: IncomingMessage,
     query: URLSearchParams,
   ): { secret: string; source: Decision["keySource"] } | undefined {
-    const authorization = req.headers.authorization;
-    if (authorization !== undefined) {
-      const match = BEARER.exec(authorization);
-      // A non-Bearer Authorization header may belong to the upstream API; fall through.
-      if (match?.[1]) return { secret: match[1], source: "authorization" };
-    }
+    // A non-Bearer Authorization header may belong to the upstream API; fall through.
+    const bearer = bearerToken(req.headers.authorization);
+    if (bearer) return { secret: bearer, source: "authorization" };
     const header = req.headers["x-api-key"];
     if (typeof header === "string" && header !== "") return { secret: header.trim(), source: "x-api-key" };
     if (this.allowQueryKey) {
@@ -286,12 +224,4 @@ export class Gateway {
     }
     return normalizeIp(remote);
   }
-}
-
-export function errorBody(error: AppError, requestId: string) {
-  return { error: { code: error.code, message: error.message, request_id: requestId } };
-}
-
-function internalError(): AppError {
-  return new AppError("internal", "internal error");
 }

@@ -1,5 +1,5 @@
 export * from "./config";
-export * from "./discard-event-sink";
+export * from "./decision";
 export * from "./gateway";
 export * from "./gateway-metrics";
 export * from "./key-cache";
@@ -7,6 +7,4 @@ export * from "./middleware";
 export * from "./proxy";
 export * from "./rate-limiter";
 export * from "./request-path";
-export * from "./route-template";
 export * from "./service";
-export * from "./stream-event-sink";

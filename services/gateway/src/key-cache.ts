@@ -1,5 +1,5 @@
-import { IpAllowlist, type KeyRecord, keyChangedMessageSchema, keyRecordSchema } from "@keymeter/shared/api-keys";
-import type { Logger } from "@keymeter/shared/runtime";
+import { IpAllowlist, type KeyRecord, keyChangedMessageSchema, parseKeyRecord } from "@keymeter/shared/api-keys";
+import { type Logger, RateLimitedLog } from "@keymeter/shared/runtime";
 import type { Redis, RedisKeys } from "@keymeter/shared/stores";
 
 /** A key as a gateway holds it: the record, its parsed allowlist and its quota flag. */
@@ -76,8 +76,10 @@ export class KeyCache {
         this.subscriber.once("error", onError);
       });
     }
+    // Once per 10 s with a count: ioredis reports every reconnect attempt.
+    const errors = new RateLimitedLog(this.logger);
     this.subscriber.on("error", (error: Error) =>
-      this.logger.warn({ err: error.message }, "key change subscription: redis connection error"),
+      errors.log("warn", "error", { err: error.message }, "key change subscription: redis connection error"),
     );
     this.subscriber.on("message", (channel: string, message: string) => this.onMessage(channel, message));
     // After a reconnect, ioredis re-subscribes; changes published meanwhile were lost.
@@ -136,15 +138,16 @@ export class KeyCache {
     const [recordReply, flagReply, ttlReply] = replies ?? [];
     for (const reply of [recordReply, flagReply, ttlReply]) if (reply?.[0]) throw reply[0];
     const raw = recordReply?.[1];
-    const parsed = typeof raw === "string" ? keyRecordSchema.safeParse(parseJson(raw)) : undefined;
-    if (!parsed?.success) {
-      if (parsed) this.logger.error({ key_id: keyId }, "unreadable api key record in redis");
+    if (typeof raw !== "string") return undefined;
+    const parsed = parseKeyRecord(raw);
+    if ("problem" in parsed) {
+      this.logger.error({ key_id: keyId, problem: parsed.problem }, "unreadable api key record in redis");
       return undefined;
     }
     const ttl = Number(ttlReply?.[1] ?? -2);
     const key: CachedKey = {
-      record: parsed.data,
-      allowlist: new IpAllowlist(parsed.data.ip_allowlist),
+      record: parsed.record,
+      allowlist: new IpAllowlist(parsed.record.ip_allowlist),
       quotaFlaggedUntil: typeof flagReply?.[1] === "string" ? (ttl > 0 ? now + ttl : Number.POSITIVE_INFINITY) : 0,
       expiresAt: now + this.ttlMs,
     };

@@ -1,6 +1,8 @@
 import type { IncomingMessage, ServerResponse } from "node:http";
+import { toErrorResponse } from "@keymeter/shared/runtime";
 import type { FastifyInstance, FastifyRequest } from "fastify";
-import type { Decision, Gateway } from "./gateway";
+import type { Decision } from "./decision";
+import type { Gateway } from "./gateway";
 
 /** What the gateway decided about an admitted request, for the handlers behind it. */
 const contexts = new WeakMap<IncomingMessage, Decision>();
@@ -61,10 +63,8 @@ export function registerGateway(
     decisions.set(request, decision);
     for (const [name, value] of decision.headers) reply.header(name, value);
     if (decision.error) {
-      const body = {
-        error: { code: decision.error.code, message: decision.error.message, request_id: decision.requestId },
-      };
-      return reply.code(decision.error.httpStatus).header("cache-control", "no-store").send(body);
+      const { status, body } = toErrorResponse(decision.error, decision.requestId);
+      return reply.code(status).header("cache-control", "no-store").send(body);
     }
     contexts.set(request.raw, decision);
     return undefined;

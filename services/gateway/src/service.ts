@@ -1,6 +1,6 @@
-import { createServer, type Server } from "node:http";
+import type { Server } from "node:http";
 import { loadTiers } from "@keymeter/shared/billing";
-import { type Logger, listen } from "@keymeter/shared/runtime";
+import { createMetricsServer, type Logger, listen } from "@keymeter/shared/runtime";
 import { createRedis, type Redis, redisKeys } from "@keymeter/shared/stores";
 import type { UsageEventSink } from "@keymeter/shared/usage";
 import type { GatewayConfig } from "./config";
@@ -32,10 +32,9 @@ export async function startGateway(
 ): Promise<RunningGateway> {
   const tiers = loadTiers(config.TIERS_FILE);
   const keys = redisKeys(config.REDIS_KEY_PREFIX);
-  const redis: Redis = createRedis(config.REDIS_URL);
-  const subscriber: Redis = createRedis(config.REDIS_URL);
-  // Requests fail closed (503) while Redis is away; the log says why, once per error.
-  redis.on("error", (error: Error) => logger.warn({ err: error.message }, "redis connection error"));
+  // Requests fail closed (503) while Redis is away; the log says why (rate-limited, with a count).
+  const redis: Redis = createRedis(config.REDIS_URL, { logger, name: "redis" });
+  const subscriber: Redis = createRedis(config.REDIS_URL, { logger, name: "redis-subscriber" });
   const cache = new KeyCache({ redis, subscriber, keys, logger, ttlMs: config.KEY_CACHE_TTL_MS });
   await cache.start();
   const metrics = new GatewayMetrics();
@@ -62,16 +61,7 @@ export async function startGateway(
   const metricsServer =
     config.GATEWAY_METRICS_PORT === undefined
       ? undefined
-      : createServer((req, res) => {
-          if (req.url !== "/metrics") {
-            res.writeHead(404).end();
-            return;
-          }
-          metrics.registry.metrics().then(
-            (text) => res.writeHead(200, { "content-type": metrics.registry.contentType }).end(text),
-            () => res.writeHead(500).end(),
-          );
-        });
+      : createMetricsServer(metrics.registry, () => ({ redis: redis.status === "ready" }));
   let metricsPort: number | undefined;
   if (metricsServer) {
     metricsPort = await listen(

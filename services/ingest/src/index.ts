@@ -1,4 +1,3 @@
 export { buildIngestApp, type IngestAppOptions } from "./app";
 export { ingestConfigSchema } from "./config";
-export { type EventPublisher, KafkaEventPublisher } from "./event-publisher";
-export { kongLogToEvent, templateRoute } from "./kong-log";
+export { kongLogToEvent } from "./kong-log";

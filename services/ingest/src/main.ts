@@ -1,9 +1,16 @@
-import { AppError, createLogger, parseConfig, runService } from "@keymeter/shared/runtime";
-import { createIdempotentProducer, createKafka, ensureTopics, topicNames } from "@keymeter/shared/stores";
-import { PartitionCount } from "@keymeter/shared/usage";
+import { KeyAttributor } from "@keymeter/shared/api-keys";
+import { bindPort, createLogger, parseConfig, runService } from "@keymeter/shared/runtime";
+import {
+  createIdempotentProducer,
+  createKafka,
+  createRedis,
+  ensureTopics,
+  redisKeys,
+  topicNames,
+} from "@keymeter/shared/stores";
+import { KafkaPublisher, PartitionCount } from "@keymeter/shared/usage";
 import { buildIngestApp } from "./app";
 import { ingestConfigSchema } from "./config";
-import { KafkaEventPublisher } from "./event-publisher";
 
 runService("ingest", async () => {
   const config = parseConfig(ingestConfigSchema);
@@ -16,30 +23,27 @@ runService("ingest", async () => {
   // Bounded retries: a send the client already got a 503 for must not linger in memory.
   const producer = createIdempotentProducer(kafka, { retry: { retries: 3, maxRetryTime: 2_000 } });
   await producer.connect();
+  // The key registry's Redis: aliases resolve to key ids, customer and tier are filled in.
+  const redis = createRedis(config.REDIS_URL, { logger });
 
   const app = buildIngestApp({
-    publisher: new KafkaEventPublisher(producer, topics.events, new PartitionCount(admin, topics.events)),
+    publisher: new KafkaPublisher(producer, topics.events, new PartitionCount(admin, topics.events), 10_000),
     tokens: config.INGEST_TOKENS,
     logger,
     maxBodyBytes: config.INGEST_MAX_BODY_BYTES,
     maxBatchEvents: config.INGEST_MAX_BATCH_EVENTS,
     kongSource: config.KONG_SOURCE,
+    attribution: new KeyAttributor({ redis, keys: redisKeys(config.REDIS_KEY_PREFIX) }),
+    health: () => ({ redis: redis.status === "ready" }),
   });
-  try {
-    await app.listen({ host: config.INGEST_HOST, port: config.INGEST_PORT });
-  } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === "EADDRINUSE") {
-      throw new AppError(
-        "port_in_use",
-        `port ${config.INGEST_PORT} is already in use (set INGEST_PORT to another port)`,
-      );
-    }
-    throw error;
-  }
+  await bindPort(config.INGEST_HOST, config.INGEST_PORT, "INGEST_PORT", () =>
+    app.listen({ host: config.INGEST_HOST, port: config.INGEST_PORT }),
+  );
   logger.info({ port: config.INGEST_PORT, topic: topics.events }, "ingest listening");
   return async () => {
     await app.close();
     await producer.disconnect();
     await admin.disconnect();
+    redis.disconnect();
   };
 });

@@ -12,6 +12,54 @@ describe("tiers", () => {
     expect(tiers.get("free")).toEqual({ name: "free", rate_limit_rps: 10, monthly_quota: 10_000, overage: "block" });
     expect(tiers.get("pro")?.overage).toBe("bill");
     expect(tiers.get("enterprise")?.monthly_quota).toBeNull();
+    // Each billed tier has its own meter (month-to-date totals per tier) and a price to create.
+    expect(tiers.get("pro")?.stripe).toEqual({
+      meter_event_name: "keymeter_pro_requests",
+      unit_amount_decimal: "0.1",
+      currency: "usd",
+    });
+    expect(tiers.get("enterprise")?.stripe?.meter_event_name).toBe("keymeter_enterprise_requests");
+  });
+
+  it("takes a Stripe price to create (amount, currency, lookup key) or an existing price id, and one meter per tier", () => {
+    const billed = (name: string, stripe: Record<string, string>) => ({
+      name,
+      rate_limit_rps: 5,
+      monthly_quota: null,
+      overage: "bill",
+      stripe,
+    });
+    const tiers = parseTiers({
+      tiers: [
+        billed("team", { meter_event_name: "team_requests", price_id: "price_123" }),
+        billed("scale", {
+          meter_event_name: "scale_requests",
+          unit_amount_decimal: "0.025",
+          currency: "eur",
+          price_lookup_key: "scale_v2",
+        }),
+      ],
+    });
+    expect(tiers.get("scale")?.stripe?.price_lookup_key).toBe("scale_v2");
+    expect(() => parseTiers({ tiers: [billed("team", { meter_event_name: "m" })] })).toThrow(
+      "tiers.0.stripe: a tier whose overage is billed needs stripe.meter_event_name and stripe.price_id or stripe.unit_amount_decimal",
+    );
+    expect(() =>
+      parseTiers({ tiers: [billed("team", { meter_event_name: "m", unit_amount_decimal: "1,5" })] }),
+    ).toThrow("tiers.0.stripe.unit_amount_decimal: expected a decimal amount");
+    expect(() =>
+      parseTiers({ tiers: [billed("team", { meter_event_name: "m", unit_amount_decimal: "1", currency: "USD" })] }),
+    ).toThrow("tiers.0.stripe.currency: expected a lower-case ISO currency code");
+    expect(() =>
+      parseTiers({
+        tiers: [
+          billed("team", { meter_event_name: "shared", price_id: "price_1" }),
+          billed("scale", { meter_event_name: "shared", price_id: "price_2" }),
+        ],
+      }),
+    ).toThrow(
+      "tiers.1.stripe.meter_event_name: meter shared is already used by tier team; each tier needs its own meter",
+    );
   });
 
   it("loads a tiers file", () => {

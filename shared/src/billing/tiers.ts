@@ -19,8 +19,22 @@ export const tierSchema = z
     overage: z.enum(["block", "bill"]),
     stripe: z
       .object({
+        /** The tier's own Billing Meter (aggregation `last`: the sync sends month-to-date totals). */
         meter_event_name: z.string().min(1).max(100),
-        price_id: z.string().min(1).max(255),
+        /** An existing metered price on that meter; without it, setup finds or creates one by lookup key. */
+        price_id: z.string().min(1).max(255).optional(),
+        /** Finds the created price again; defaults to `keymeter_<tier name>`. */
+        price_lookup_key: z.string().min(1).max(200).optional(),
+        /** Price per request in the currency's minor unit, as a decimal (`"0.1"` = a tenth of a cent). */
+        unit_amount_decimal: z
+          .string()
+          .regex(/^\d{1,12}(\.\d{1,12})?$/, "expected a decimal amount in minor units like 0.1")
+          .optional(),
+        /** ISO currency code, lower case; defaults to usd. */
+        currency: z
+          .string()
+          .regex(/^[a-z]{3}$/, "expected a lower-case ISO currency code like usd")
+          .optional(),
       })
       .strict()
       .optional(),
@@ -34,17 +48,32 @@ export const tiersFileSchema = z
   .strict()
   .superRefine((file, context) => {
     const seen = new Set<string>();
+    const meters = new Map<string, string>();
     file.tiers.forEach((tier, index) => {
       if (seen.has(tier.name)) {
         context.addIssue({ code: "custom", path: ["tiers", index, "name"], message: `duplicate tier ${tier.name}` });
       }
       seen.add(tier.name);
-      if (tier.overage === "bill" && !tier.stripe) {
+      if (tier.overage === "bill" && (!tier.stripe || (!tier.stripe.price_id && !tier.stripe.unit_amount_decimal))) {
         context.addIssue({
           code: "custom",
           path: ["tiers", index, "stripe"],
-          message: "a tier whose overage is billed needs stripe.meter_event_name and stripe.price_id",
+          message:
+            "a tier whose overage is billed needs stripe.meter_event_name and stripe.price_id or stripe.unit_amount_decimal",
         });
+      }
+      // Each tier's meter holds that tier's month-to-date total per customer (`last`); two tiers
+      // on one meter would overwrite each other's totals.
+      const meter = tier.stripe?.meter_event_name;
+      if (meter !== undefined) {
+        if (meters.has(meter)) {
+          context.addIssue({
+            code: "custom",
+            path: ["tiers", index, "stripe", "meter_event_name"],
+            message: `meter ${meter} is already used by tier ${meters.get(meter)}; each tier needs its own meter`,
+          });
+        }
+        meters.set(meter, tier.name);
       }
     });
   });

@@ -46,6 +46,19 @@ export const env = {
   positiveInt: () => z.coerce.number().int().positive(),
   logLevel: () => z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
   identifier: () => z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, "expected letters, digits and _"),
+  /** `true`/`false` (or `1`/`0`). */
+  flag: () =>
+    z
+      .enum(["true", "false", "1", "0"], { message: "expected true or false" })
+      .transform((value) => value === "true" || value === "1"),
+  /** Comma-separated items, blanks dropped. */
+  list: () =>
+    z.string().transform((value) =>
+      value
+        .split(",")
+        .map((item) => item.trim())
+        .filter((item) => item !== ""),
+    ),
 };
 
 /** What every service that talks to the pipeline's stores needs. */

@@ -17,6 +17,7 @@ export const ERROR_CODES = [
   "rate_limited",
   "quota_exceeded",
   "migration_failed",
+  "billing_provider_error",
   "internal",
 ] as const;
 
@@ -38,6 +39,8 @@ export const HTTP_STATUS: Record<ErrorCode, number> = {
   rate_limited: 429,
   quota_exceeded: 429,
   migration_failed: 500,
+  /** The billing provider (Stripe) refused a request for a reason other than a limit or an outage. */
+  billing_provider_error: 502,
   internal: 500,
 };
 

@@ -1,12 +1,7 @@
 import { type FileHandle, mkdir, open, readdir, readFile, stat, unlink } from "node:fs/promises";
 import { join } from "node:path";
-import { AppError } from "../../runtime/errors";
-
-/** One Kafka message as the emitter keeps it: key id and the serialized event. */
-export interface SpooledMessage {
-  key: string;
-  value: string;
-}
+import { AppError } from "../../../runtime/errors";
+import type { EncodedEvent } from "../../wire-format";
 
 export interface DiskSpoolOptions {
   dir: string;
@@ -89,7 +84,7 @@ export class DiskSpool {
   }
 
   /** Appends in order and syncs to disk; returns how many messages did not fit (dropped). */
-  async append(messages: SpooledMessage[]): Promise<number> {
+  async append(messages: EncodedEvent[]): Promise<number> {
     let text = "";
     let accepted = 0;
     for (const message of messages) {
@@ -109,12 +104,12 @@ export class DiskSpool {
   }
 
   /** The oldest segment's messages; the segment being written is sealed first. */
-  async oldest(): Promise<{ seq: number; messages: SpooledMessage[] } | undefined> {
+  async oldest(): Promise<{ seq: number; messages: EncodedEvent[] } | undefined> {
     const seq = this.segments[0];
     if (seq === undefined) return undefined;
     if (this.writing?.seq === seq) await this.seal();
     const text = await readFile(this.path(seq), "utf8");
-    const messages: SpooledMessage[] = [];
+    const messages: EncodedEvent[] = [];
     for (const line of text.split("\n")) {
       if (line === "") continue;
       try {

@@ -1,4 +1,4 @@
-import type { UsageEventInput } from "./usage-event";
+import type { UsageEventInput } from "../usage-event";
 
 /**
  * Where gateways hand usage events. `emit` never blocks the request path and never throws:

@@ -1,6 +1,6 @@
 import { Partitioners } from "kafkajs";
 import { describe, expect, it } from "vitest";
-import { EVENT_COUNT_HEADER, inRequests, packEvents, partitionFor, unpackEvents } from "./event-batching";
+import { EVENT_COUNT_HEADER, inRequests, packEvents, partitionFor, unpackEvents } from "./wire-format";
 
 describe("partitionFor", () => {
   it("agrees with kafkajs's Java-compatible default partitioner on many keys", () => {

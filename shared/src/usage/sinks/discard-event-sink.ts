@@ -1,4 +1,5 @@
-import type { UsageEventInput, UsageEventSink } from "@keymeter/shared/usage";
+import type { UsageEventInput } from "../usage-event";
+import type { UsageEventSink } from "./event-sink";
 
 /** Drops every event: a gateway that only authenticates and limits. */
 export class DiscardEventSink implements UsageEventSink {

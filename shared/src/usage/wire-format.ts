@@ -1,4 +1,5 @@
 import type { Admin, Message } from "kafkajs";
+import type { UsageEventInput } from "./usage-event";
 
 /**
  * Kafka's default partitioner hash (murmur2, as the Java client computes it), in 32-bit
@@ -32,14 +33,22 @@ export function murmur2(key: string): number {
   return h | 0;
 }
 
-export function partitionFor(key: string, partitions: number): number {
-  return (murmur2(key) & 0x7fffffff) % partitions;
-}
-
-/** One event on its way to Kafka: its partition key (the API key id) and its JSON. */
-export interface KeyedEvent {
+/**
+ * A usage event on its way to Kafka, serialized once: its partition key (the API key id)
+ * and its JSON. The emitter's buffer and disk spool hold these; packEvents turns them into
+ * Kafka messages.
+ */
+export interface EncodedEvent {
   key: string;
   value: string;
+}
+
+export function encodeEvent(event: UsageEventInput): EncodedEvent {
+  return { key: event.subject, value: JSON.stringify(event) };
+}
+
+export function partitionFor(key: string, partitions: number): number {
+  return (murmur2(key) & 0x7fffffff) % partitions;
 }
 
 /** Header naming how many events a message holds (absent: one). */
@@ -52,7 +61,7 @@ export const EVENT_COUNT_HEADER = "keymeter-events";
  * order per key is kept; what changes is the per-record cost, which in a JavaScript client
  * and consumer dominates. ClickHouse's Kafka engine reads such messages with JSONEachRow.
  */
-export function packEvents(events: KeyedEvent[], partitions: number, maxMessageBytes = 512 * 1024): Message[] {
+export function packEvents(events: EncodedEvent[], partitions: number, maxMessageBytes = 512 * 1024): Message[] {
   const open = new Map<number, { lines: string[]; bytes: number }>();
   const messages: Message[] = [];
   const close = (partition: number, pack: { lines: string[] }) => {

@@ -1,10 +1,11 @@
 import type { Admin, Kafka, Producer } from "kafkajs";
-import type { Logger } from "../../runtime/logger";
-import { createIdempotentProducer } from "../../stores/kafka";
-import { inRequests, PartitionCount, packEvents } from "../event-batching";
+import type { Logger } from "../../../runtime/logger";
+import { createIdempotentProducer } from "../../../stores/kafka";
+import { KafkaPublisher } from "../../kafka-publisher";
+import type { UsageEventInput } from "../../usage-event";
+import { type EncodedEvent, encodeEvent, PartitionCount } from "../../wire-format";
 import type { UsageEventSink } from "../event-sink";
-import type { UsageEventInput } from "../usage-event";
-import { DiskSpool, type SpooledMessage } from "./disk-spool";
+import { DiskSpool } from "./disk-spool";
 
 export interface KafkaEmitterOptions {
   kafka: Kafka;
@@ -48,10 +49,11 @@ export interface EmitterStats {
  */
 export class KafkaEmitter implements UsageEventSink {
   private producer: Producer;
+  private publisher: KafkaPublisher;
   private readonly admin: Admin;
   private readonly partitions: PartitionCount;
   private readonly settings: Required<Omit<KafkaEmitterOptions, "kafka" | "topic" | "logger" | "spoolDir">>;
-  private buffer: SpooledMessage[] = [];
+  private buffer: EncodedEvent[] = [];
   private spool: DiskSpool | undefined;
   private connected = false;
   private closed = false;
@@ -71,9 +73,10 @@ export class KafkaEmitter implements UsageEventSink {
       sendTimeoutMs: options.sendTimeoutMs ?? 5_000,
       replayIntervalMs: options.replayIntervalMs ?? 1_000,
     };
-    this.producer = this.newProducer();
     this.admin = options.kafka.admin();
     this.partitions = new PartitionCount(this.admin, options.topic);
+    this.producer = this.newProducer();
+    this.publisher = new KafkaPublisher(this.producer, options.topic, this.partitions, this.settings.sendTimeoutMs);
   }
 
   private newProducer(): Producer {
@@ -93,7 +96,7 @@ export class KafkaEmitter implements UsageEventSink {
       this.drop(1, this.closed ? "emitter closed" : "buffer full");
       return;
     }
-    this.buffer.push({ key: event.subject, value: JSON.stringify(event) });
+    this.buffer.push(encodeEvent(event));
     this.schedule(this.buffer.length >= this.settings.maxBatchEvents ? 0 : this.settings.lingerMs);
   }
 
@@ -188,21 +191,9 @@ export class KafkaEmitter implements UsageEventSink {
     }, delay);
   }
 
-  private async send(messages: SpooledMessage[]): Promise<boolean> {
-    let timer: NodeJS.Timeout | undefined;
+  private async send(messages: EncodedEvent[]): Promise<boolean> {
     try {
-      const timeout = new Promise<never>((_, reject) => {
-        timer = setTimeout(
-          () => reject(new Error(`no acknowledgement within ${this.settings.sendTimeoutMs} ms`)),
-          this.settings.sendTimeoutMs,
-        );
-      });
-      const send = async () => {
-        for (const request of inRequests(packEvents(messages, await this.partitions.get()))) {
-          await this.producer.send({ topic: this.options.topic, acks: -1, messages: request });
-        }
-      };
-      await Promise.race([send(), timeout]);
+      await this.publisher.publish(messages);
       this.counts.sent += messages.length;
       return true;
     } catch (error) {
@@ -214,12 +205,10 @@ export class KafkaEmitter implements UsageEventSink {
       this.connected = false;
       this.nextReplayAt = Date.now() + this.settings.replayIntervalMs;
       return false;
-    } finally {
-      clearTimeout(timer);
     }
   }
 
-  private async toSpool(spool: DiskSpool, messages: SpooledMessage[]): Promise<void> {
+  private async toSpool(spool: DiskSpool, messages: EncodedEvent[]): Promise<void> {
     const dropped = await spool.append(messages);
     this.counts.spooled += messages.length - dropped;
     if (dropped > 0) this.drop(dropped, "spool full");
@@ -231,6 +220,12 @@ export class KafkaEmitter implements UsageEventSink {
     if (afterFailure) {
       const previous = this.producer;
       this.producer = this.newProducer();
+      this.publisher = new KafkaPublisher(
+        this.producer,
+        this.options.topic,
+        this.partitions,
+        this.settings.sendTimeoutMs,
+      );
       void previous.disconnect().catch(() => undefined);
     }
     let timer: NodeJS.Timeout | undefined;

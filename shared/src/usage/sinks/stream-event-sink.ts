@@ -1,4 +1,5 @@
-import type { UsageEventInput, UsageEventSink } from "@keymeter/shared/usage";
+import type { UsageEventInput } from "../usage-event";
+import type { UsageEventSink } from "./event-sink";
 
 /** Writes each usage event as one JSON line to a stream: local runs, debugging, log shippers. */
 export class StreamEventSink implements UsageEventSink {

@@ -1,0 +1,8 @@
+import { randomUUID } from "node:crypto";
+
+const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
+
+/** The caller's `X-Request-Id` when it is a plain token (letters, digits, `._:-`, up to 128), else a new UUID. */
+export function requestIdFrom(header: string | string[] | undefined): string {
+  return typeof header === "string" && REQUEST_ID.test(header) ? header : randomUUID();
+}
