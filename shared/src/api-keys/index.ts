@@ -1,3 +1,4 @@
+export * from "./canonical-path";
 export * from "./ip-allowlist";
 export * from "./key-authentication";
 export * from "./key-format";
