@@ -114,12 +114,16 @@ export class KeyStack {
     return this.upstreamUrl;
   }
 
-  /** A gateway instance with its own key cache, subscription and sink. */
+  /**
+   * A gateway instance with its own key cache, subscription and sink, in front of the stack's
+   * upstream or `proxy.upstream` (trusting `proxy.ca` for an https one).
+   */
   async gateway(
     options: Partial<Omit<GatewayOptions, "cache" | "limiter" | "sink">> = {},
     limiter: RateLimiterOptions = {},
+    proxy: { upstream?: string; ca?: string } = {},
   ): Promise<GatewayInstance> {
-    const upstream = await this.upstream();
+    const upstream = proxy.upstream ?? (await this.upstream());
     const redis = createRedis(services().redisUrl);
     const subscriber = createRedis(services().redisUrl);
     const cache = new KeyCache({ redis, subscriber, keys: this.keys, logger: this.logger });
@@ -134,7 +138,12 @@ export class KeyStack {
       sink,
       ...options,
     });
-    const server = createGatewayProxy({ gateway, upstream: new URL(upstream), logger: this.logger });
+    const server = createGatewayProxy({
+      gateway,
+      upstream: new URL(upstream),
+      logger: this.logger,
+      ...(proxy.ca ? { ca: proxy.ca } : {}),
+    });
     const port = await listenOn(server);
     this.closers.push(async () => {
       await closeServer(server);
