@@ -30,7 +30,6 @@ import {
   createClickHouse,
   createKafka,
   ensureTopics,
-  quoteString,
   runMigrations,
   topicNames,
 } from "@keymeter/shared/stores";
