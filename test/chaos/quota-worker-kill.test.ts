@@ -19,7 +19,7 @@ describe("quota worker SIGKILLed and Redis restarted mid-run (private Redis)", (
     isolated?.destroy();
   });
 
-  it("loses no flag and sends no webhook twice", async () => {
+  it("loses no flag, sends no webhook twice, and leaves no threshold unaccounted for", async () => {
     isolated = await IsolatedServices.create();
     isolated.up("redis");
     const redisUrl = `redis://127.0.0.1:${isolated.env.REDIS_PORT}`;
@@ -80,7 +80,17 @@ describe("quota worker SIGKILLed and Redis restarted mid-run (private Redis)", (
     const restartedAt = Date.now();
 
     await waitFor("every key refused", () => refused.size === secrets.length, 90_000);
-    await waitFor("two webhooks per key", () => new Set(stack?.receiver.received.map((h) => h.id)).size === 12, 90_000);
+    // Every threshold is delivered, or in doubt: a claim without an outcome, left by the killed
+    // worker mid-send, which is never resent (the endpoint may have it) and is visible to operators.
+    const { redis, prefix } = stack.keyStack;
+    const inDoubt = async () =>
+      (await redis.keys(`${prefix}quota:webhook:claim:*`)).map((key) => key.split(":").pop()?.split(".")[0] ?? "");
+    const accounted = async () => new Set([...(stack?.receiver.received.map((h) => h.id) ?? []), ...(await inDoubt())]);
+    await waitFor("every threshold delivered or in doubt", async () => (await accounted()).size === 12, 90_000).catch(
+      async (error: Error) => {
+        throw new Error(`${error.message}: ${(await accounted()).size} of 12 accounted for`);
+      },
+    );
     // Give a duplicate every chance to show up: retries of stalled jobs come after 30 s locks.
     const flags = await readQuotaFlags(stack.keyStack.redis, stack.keyStack.keys, ids);
     expect([...flags.keys()].sort()).toEqual([...ids].sort());
@@ -89,6 +99,7 @@ describe("quota worker SIGKILLed and Redis restarted mid-run (private Redis)", (
     await Promise.all(traffic);
 
     const received = stack.receiver.received;
+    const doubtful = await inDoubt();
     const perId = new Map<string, number>();
     for (const hook of received) perId.set(hook.id, (perId.get(hook.id) ?? 0) + 1);
     const twice = [...perId].filter(([, n]) => n !== 1).map(([id]) => id);
@@ -99,16 +110,12 @@ describe("quota worker SIGKILLed and Redis restarted mid-run (private Redis)", (
           `${hook.id} at kill${hook.at - killedAt >= 0 ? "+" : ""}${hook.at - killedAt}ms restart${hook.at - restartAt >= 0 ? "+" : ""}${hook.at - restartAt}ms (up after ${restartedAt - restartAt}ms)`,
       );
     expect(timeline).toEqual([]);
-    expect(received).toHaveLength(12);
+    // Each threshold of each key delivered once, or in doubt; never both missing.
+    expect(new Set([...perId.keys(), ...doubtful]).size).toBe(12);
+    // Only deliveries in flight when the worker died can be in doubt (at most its concurrency, 8).
+    expect(doubtful.length).toBeLessThanOrEqual(8);
+    expect(received).toHaveLength(12 - doubtful.filter((id) => !perId.has(id)).length);
     expect(received.every((hook) => hook.validSignature)).toBe(true);
-    for (const id of ids) {
-      expect(
-        stack.receiver
-          .forKey(id)
-          .map((h) => h.event.data.threshold_percent)
-          .sort(),
-      ).toEqual([100, 80]);
-    }
     expect((await readQuotaFlags(stack.keyStack.redis, stack.keyStack.keys, ids)).size).toBe(ids.length);
     expect(await stopGracefully(worker)).toBe(0);
   }, 300_000);
