@@ -12,6 +12,7 @@ import { type KeyMirror, KeyRegistry } from "@keymeter/shared/api-keys";
 import { parseTiers, type TierCatalog } from "@keymeter/shared/billing";
 import { createLogger, type Logger } from "@keymeter/shared/runtime";
 import { createRedis, type Redis, type RedisKeys, redisKeys } from "@keymeter/shared/stores";
+import type { UsageEventSink } from "@keymeter/shared/usage";
 import { MemorySink } from "./memory-sink";
 import { services, uniqueName } from "./services";
 
@@ -71,7 +72,9 @@ export interface GatewayInstance {
 export class KeyStack {
   readonly prefix = `${uniqueName("keys")}:`;
   readonly keys: RedisKeys = redisKeys(this.prefix);
-  readonly redis: Redis = createRedis(services().redisUrl);
+  readonly redisUrl: string;
+  readonly tiers: TierCatalog;
+  readonly redis: Redis;
   readonly logs = new LogCapture();
   readonly logger: Logger;
   readonly registry: KeyRegistry;
@@ -79,12 +82,16 @@ export class KeyStack {
   private readonly closers: Array<() => Promise<void>> = [];
   private upstreamUrl = "";
 
-  constructor(options: { tiers?: TierCatalog; mirror?: KeyMirror } = {}) {
+  /** `redisUrl`: a private Redis (tests that restart it); the shared one by default. */
+  constructor(options: { tiers?: TierCatalog; mirror?: KeyMirror; redisUrl?: string } = {}) {
+    this.redisUrl = options.redisUrl ?? services().redisUrl;
+    this.tiers = options.tiers ?? TEST_TIERS;
+    this.redis = createRedis(this.redisUrl);
     this.logger = createLogger("test", "debug", this.logs);
     this.registry = new KeyRegistry({
       redis: this.redis,
       keys: this.keys,
-      tiers: options.tiers ?? TEST_TIERS,
+      tiers: this.tiers,
       logger: this.logger,
       ...(options.mirror ? { mirror: options.mirror } : {}),
     });
@@ -116,23 +123,24 @@ export class KeyStack {
 
   /** A gateway instance with its own key cache, subscription and sink. */
   async gateway(
-    options: Partial<Omit<GatewayOptions, "cache" | "limiter" | "sink">> = {},
+    options: Partial<Omit<GatewayOptions, "cache" | "limiter" | "sink">> & { forwardTo?: UsageEventSink } = {},
     limiter: RateLimiterOptions = {},
   ): Promise<GatewayInstance> {
+    const { forwardTo, ...gatewayOptions } = options;
     const upstream = await this.upstream();
-    const redis = createRedis(services().redisUrl);
-    const subscriber = createRedis(services().redisUrl);
+    const redis = createRedis(this.redisUrl);
+    const subscriber = createRedis(this.redisUrl);
     const cache = new KeyCache({ redis, subscriber, keys: this.keys, logger: this.logger });
     await cache.start();
-    const sink = new MemorySink();
+    const sink = new MemorySink(forwardTo);
     const gateway = new Gateway({
       cache,
       limiter: new RateLimiter(redis, this.keys, { logger: this.logger, ...limiter }),
-      tiers: TEST_TIERS,
+      tiers: this.tiers,
       logger: this.logger,
       source: uniqueName("gw"),
       sink,
-      ...options,
+      ...gatewayOptions,
     });
     const server = createGatewayProxy({ gateway, upstream: new URL(upstream), logger: this.logger });
     const port = await listenOn(server);

@@ -9,13 +9,19 @@ export class MemorySink implements UsageEventSink {
   readonly events: UsageEvent[] = [];
   readonly invalid: string[] = [];
 
+  /** `forward` also gets every event (a Kafka emitter, for tests that run the whole pipeline). */
+  constructor(private readonly forward?: UsageEventSink) {}
+
   emit(event: UsageEventInput): void {
     const parsed = parseUsageEvent(event);
     if (parsed.ok) this.events.push(parsed.event);
     else this.invalid.push(parsed.error);
+    this.forward?.emit(event);
   }
 
-  async flush(): Promise<void> {}
+  async flush(): Promise<void> {
+    await this.forward?.flush();
+  }
 
   forKey(keyId: string): UsageEvent[] {
     return this.events.filter((event) => event.subject === keyId);

@@ -2,4 +2,5 @@ export { type AfterInsertHook, Aggregator, type AggregatorOptions, type StoredBa
 export { type AggregatorConfig, aggregatorConfigSchema } from "./config";
 export { DedupWindow } from "./dedup-window";
 export { AggregatorMetrics } from "./metrics";
+export { QuotaHook, type QuotaHookOptions } from "./quota-hook";
 export type { UsageStore } from "./usage-store";

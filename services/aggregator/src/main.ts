@@ -11,6 +11,7 @@ import {
 } from "@keymeter/shared/stores";
 import { Aggregator } from "./aggregator";
 import { aggregatorConfigSchema } from "./config";
+import { createQuotaHook } from "./quota-hook-factory";
 
 runService("aggregator", async () => {
   const config = parseConfig(aggregatorConfigSchema);
@@ -30,6 +31,7 @@ runService("aggregator", async () => {
   await ensureTopics(admin, topics, { partitions: config.KAFKA_EVENT_PARTITIONS });
   await admin.disconnect();
 
+  const quota = config.QUOTA_CHECKS ? createQuotaHook(config, redis, logger) : undefined;
   const aggregator = new Aggregator({
     kafka,
     clickhouse,
@@ -44,6 +46,7 @@ runService("aggregator", async () => {
     sessionTimeoutMs: config.AGGREGATOR_SESSION_TIMEOUT_MS,
     // A consumer kafkajs gave up on must not look healthy: exit, the supervisor restarts us.
     onFatal: () => process.exit(1),
+    ...(quota ? { afterInsert: quota.hook.afterInsert } : {}),
   });
 
   const metricsServer = createMetricsServer(aggregator.metrics.registry, () => ({ redis: redis.status === "ready" }));
@@ -55,6 +58,7 @@ runService("aggregator", async () => {
     logger.info("stopping: finishing the batches in hand");
     await aggregator.stop();
     metricsServer.close();
+    await quota?.close();
     await clickhouse.close();
     redis.disconnect();
   };

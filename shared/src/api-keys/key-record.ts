@@ -69,7 +69,11 @@ export function keyView(record: KeyRecord, now: number = Date.now()): KeyView {
   return { ...rest, state: keyState(record, now) };
 }
 
-const customerId = z.string().regex(/^[A-Za-z0-9_.:-]{1,128}$/, "expected 1..128 letters, digits or _ . : -");
+/** Customer ids as key records hold them; customer records use the same ids. */
+export const customerIdSchema = z
+  .string()
+  .regex(/^[A-Za-z0-9_.:-]{1,128}$/, "expected 1..128 letters, digits or _ . : -");
+const customerId = customerIdSchema;
 const futureTimestamp = timestamp.refine((value) => Date.parse(value) > Date.now(), "must be in the future");
 
 /** Input to create a key (admin API body, CLI options). The tier is checked against the catalog. */

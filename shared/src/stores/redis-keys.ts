@@ -10,9 +10,18 @@
  * | `apikey:customer:<customer_id>`    | zset   | key registry        | one customer's key ids, by creation time  |
  * | `ratelimit:<key_id>`               | string | gateway limiter     | GCRA theoretical arrival time (µs)        |
  * | `quota:flag:<key_id>`              | string | quota worker        | why the key is over quota, JSON; expires at period end |
+ * | `quota:usage:<period>:<key_id>`    | string | aggregator hook, sweep | month-to-date units (INCRBY; the sweep raises it to ClickHouse's figure); expires a day after the period |
+ * | `quota:override:<key_id>`          | string | admin API, CLI      | per-key monthly quota replacing the tier's, JSON |
+ * | `quota:webhook:<period>:<key_id>:<pct>` | string | quota worker   | deliveries of this threshold were enqueued; expires 35 days after the period |
+ * | `quota:webhook:sent:<delivery_id>` | string | quota worker        | this delivery got a 2xx (no resend after a crash); expires after 35 days |
+ * | `customer:record:<customer_id>`    | string | customer registry   | the customer record, JSON (webhook signing secrets included) |
+ * | `customer:ids`                     | zset   | customer registry   | customer ids scored by creation time (ms) |
+ * | `bull:<queue>:*`                   | BullMQ | quota worker, hook  | queues `quota-checks`, `quota-sweeps`, `quota-webhooks` (see shared/src/jobs) |
  *
- * Channels: `apikey:changed` (message: JSON `{ keyId, hashes }`, after any change to a key)
- * and `quota:flag:changed` (message: the key id, after a flag is set or cleared).
+ * Channels: `apikey:changed` (message: JSON `{ keyId, hashes }`, after any change to a key),
+ * `quota:flag:changed` (message: the key id, after a flag is set or cleared),
+ * `quota:override:changed` (message: the key id) and `customer:changed` (message: the
+ * customer id).
  */
 export interface RedisKeys {
   keyRecord(keyId: string): string;
@@ -23,6 +32,16 @@ export interface RedisKeys {
   quotaFlag(keyId: string): string;
   keyChangedChannel: string;
   quotaFlagChannel: string;
+  usageCounter(periodId: string, keyId: string): string;
+  quotaOverride(keyId: string): string;
+  quotaOverrideChannel: string;
+  webhookThreshold(periodId: string, keyId: string, percent: number): string;
+  webhookSent(deliveryId: string): string;
+  customerRecord(customerId: string): string;
+  customerIds: string;
+  customerChangedChannel: string;
+  /** BullMQ's `prefix` option: its keys share the namespace. */
+  bullPrefix: string;
 }
 
 export function redisKeys(prefix = ""): RedisKeys {
@@ -35,5 +54,14 @@ export function redisKeys(prefix = ""): RedisKeys {
     quotaFlag: (keyId) => `${prefix}quota:flag:${keyId}`,
     keyChangedChannel: `${prefix}apikey:changed`,
     quotaFlagChannel: `${prefix}quota:flag:changed`,
+    usageCounter: (periodId, keyId) => `${prefix}quota:usage:${periodId}:${keyId}`,
+    quotaOverride: (keyId) => `${prefix}quota:override:${keyId}`,
+    quotaOverrideChannel: `${prefix}quota:override:changed`,
+    webhookThreshold: (periodId, keyId, percent) => `${prefix}quota:webhook:${periodId}:${keyId}:${percent}`,
+    webhookSent: (deliveryId) => `${prefix}quota:webhook:sent:${deliveryId}`,
+    customerRecord: (customerId) => `${prefix}customer:record:${customerId}`,
+    customerIds: `${prefix}customer:ids`,
+    customerChangedChannel: `${prefix}customer:changed`,
+    bullPrefix: `${prefix}bull`,
   };
 }

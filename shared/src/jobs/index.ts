@@ -1,0 +1,4 @@
+export * from "./job-schemas";
+export * from "./job-worker";
+export * from "./queues";
+export * from "./quota-jobs";
