@@ -46,6 +46,8 @@ const pipelineConfigSchema = storesConfigSchema.extend({
   INGEST_PORT: env.port().default(8088),
   DEMO_UPSTREAM_PORT: env.port().default(8090),
   AGGREGATOR_METRICS_PORT: env.port().default(9464),
+  QUOTA_WORKER_METRICS_PORT: env.port().default(9465),
+  BILLING_WORKER_METRICS_PORT: env.port().default(9466),
 });
 
 const once = process.argv.includes("--once");
@@ -95,6 +97,9 @@ runService("pipeline", async () => {
       UPSTREAM_URL: `http://127.0.0.1:${config.DEMO_UPSTREAM_PORT}`,
       EMITTER_SPOOL_DIR: join(config.KEYMETER_DATA_DIR, "spool", "gateway"),
     }),
+    start("quota-worker", logs, { ...common, METRICS_PORT: String(config.QUOTA_WORKER_METRICS_PORT) }),
+    // Without STRIPE_API_KEY in the environment the billing worker is a dry run (logs what it would send).
+    start("billing-worker", logs, { ...common, METRICS_PORT: String(config.BILLING_WORKER_METRICS_PORT) }),
   ];
   const stop = async () => {
     await Promise.all(children.map(stopChild));
@@ -110,11 +115,13 @@ runService("pipeline", async () => {
       ["ingest", `${ingest}/healthz`],
       ["admin-api", `${adminApi}/healthz`],
       ["gateway", `${gateway}/healthz`],
+      ["quota-worker", `http://127.0.0.1:${config.QUOTA_WORKER_METRICS_PORT}/healthz`],
+      ["billing-worker", `http://127.0.0.1:${config.BILLING_WORKER_METRICS_PORT}/healthz`],
     ] as const) {
       await waitHealthy(name, url, children);
     }
     say(
-      `services: aggregator, ingest :${config.INGEST_PORT}, admin-api :${config.ADMIN_PORT}, gateway :${config.GATEWAY_PORT} -> demo upstream :${config.DEMO_UPSTREAM_PORT} (logs in ${logs})`,
+      `services: aggregator, quota-worker, billing-worker, ingest :${config.INGEST_PORT}, admin-api :${config.ADMIN_PORT}, gateway :${config.GATEWAY_PORT} -> demo upstream :${config.DEMO_UPSTREAM_PORT} (logs in ${logs})`,
     );
 
     // The smoke test, as a user would run it.
