@@ -2,7 +2,7 @@ import { DEFAULT_TIME_ZONE, type Period, periodKey, periodOf, previousPeriod } f
 import type { BillingAuditRow, CloseSnapshot } from "@keymeter/shared/billing/invoicing";
 import { type MeterEvent, meterTotalEvent } from "@keymeter/shared/billing/provider";
 import { AppError } from "@keymeter/shared/runtime";
-import { type BillingDeps, sendAndRecord } from "./tier-sync";
+import { type BillingDeps, memoByZone, sendInBatches } from "./tier-sync";
 
 const DAY_MS = 86_400_000;
 
@@ -49,9 +49,9 @@ export class MonthClose {
     const records = await customers.getMany(candidates);
 
     const due = new Map<string, Period>();
+    const previousOfZone = memoByZone((timeZone) => previousPeriod(periodOf(now, timeZone), timeZone));
     for (const id of candidates) {
-      const timeZone = records.get(id)?.time_zone ?? DEFAULT_TIME_ZONE;
-      const period = previousPeriod(periodOf(now, timeZone), timeZone);
+      const period = previousOfZone(records.get(id)?.time_zone ?? DEFAULT_TIME_ZONE);
       if (now >= period.end + this.options.settleMs) due.set(id, period);
     }
     const open = new Map<string, Period>();
@@ -105,12 +105,11 @@ export class MonthClose {
 
     const undelivered = new Set<string>();
     for (const [tier, events] of batches) {
-      for (let start = 0; start < events.length; start += this.deps.batchSize) {
-        const batch = events.slice(start, start + this.deps.batchSize);
-        const outcome = await sendAndRecord(this.deps, tier, "close", runId, batch);
-        for (const entry of batch)
-          if (!outcome.deliveredCustomers.has(entry.customerId)) undelivered.add(entry.customerId);
-      }
+      const delivered = new Set<string>();
+      await sendInBatches(this.deps, tier, "close", runId, events, (outcome) => {
+        for (const id of outcome.deliveredCustomers) delivered.add(id);
+      });
+      for (const entry of events) if (!delivered.has(entry.customerId)) undelivered.add(entry.customerId);
     }
 
     const closedRows: BillingAuditRow[] = [];

@@ -14,7 +14,12 @@ import type {
   BillingState,
   BillingUsageReader,
 } from "@keymeter/shared/billing/invoicing";
-import { type BillingProvider, type MeterEvent, meterTotalEvent } from "@keymeter/shared/billing/provider";
+import {
+  type BillingProvider,
+  type MeterEvent,
+  type MeterEventOutcome,
+  meterTotalEvent,
+} from "@keymeter/shared/billing/provider";
 import { AppError, type Logger } from "@keymeter/shared/runtime";
 import type { BillingWorkerMetrics } from "./metrics";
 import type { StripeCustomers } from "./stripe-customers";
@@ -52,7 +57,7 @@ export interface SyncResult {
   failed: number;
 }
 
-interface Pending {
+export interface Pending {
   customerId: string;
   period: Period;
   event: MeterEvent;
@@ -80,8 +85,9 @@ export class TierSync {
     // Every zone's current month starts within a day of the UTC month's start.
     const candidates = [...(await usage.customersWithUsage([tierName], utcMonth.start - DAY_MS, now + DAY_MS))];
     const records = await customers.getMany(candidates);
+    const periodOfZone = memoByZone((timeZone) => periodOf(now, timeZone));
     const periodOfCustomer = new Map(
-      candidates.map((id) => [id, periodOf(now, records.get(id)?.time_zone ?? DEFAULT_TIME_ZONE)]),
+      candidates.map((id) => [id, periodOfZone(records.get(id)?.time_zone ?? DEFAULT_TIME_ZONE)]),
     );
     const totals = await usage.totals([tierName], [...periodOfCustomer.values()]);
 
@@ -135,14 +141,12 @@ export class TierSync {
     metrics.unchanged.inc({ tier: tierName }, result.unchanged);
     metrics.unlinked.set({ tier: tierName }, result.unlinked);
 
-    for (let start = 0; start < pending.length; start += this.deps.batchSize) {
-      const batch = pending.slice(start, start + this.deps.batchSize);
-      const outcome = await sendAndRecord(this.deps, tierName, "sync", runId, batch);
+    await sendInBatches(this.deps, tierName, "sync", runId, pending, (outcome, done) => {
       result.sent += outcome.delivered;
       result.rejected += outcome.rejected;
       result.failed += outcome.failed;
-      logger.debug({ run_id: runId, tier: tierName, done: start + batch.length, of: pending.length }, "sync progress");
-    }
+      logger.debug({ run_id: runId, tier: tierName, done, of: pending.length }, "sync progress");
+    });
     logger.info({ run_id: runId, ...result }, "tier synced");
     if (result.failed > 0) {
       // Retried by BullMQ; the retry sends only what Stripe did not take.
@@ -158,18 +162,58 @@ export class TierSync {
   }
 }
 
+/** One computation per time zone in a run (Intl is slow; 10,000 customers share a handful of zones). */
+export function memoByZone<T>(compute: (timeZone: string) => T): (timeZone: string) => T {
+  const cache = new Map<string, T>();
+  return (timeZone) => {
+    let value = cache.get(timeZone);
+    if (value === undefined) {
+      value = compute(timeZone);
+      cache.set(timeZone, value);
+    }
+    return value;
+  };
+}
+
+export interface BatchOutcome {
+  delivered: number;
+  rejected: number;
+  failed: number;
+  deliveredCustomers: Set<string>;
+}
+
 /**
- * Sends a batch, then (only after Stripe answered) records the delivered totals in Redis and
- * every outcome in the audit table. Shared by the sync and the month close.
+ * Sends `pending` in batches of `batchSize`. Each batch's outcomes are recorded (audit, then
+ * the delivered totals in Redis) only after Stripe answered, while the next batch is already
+ * being sent: at most one recording in flight, so a crash re-sends at most two batches.
  */
-export async function sendAndRecord(
-  deps: Pick<BillingDeps, "provider" | "state" | "audit" | "metrics" | "logger" | "live" | "now">,
+export async function sendInBatches(
+  deps: Pick<BillingDeps, "provider" | "state" | "audit" | "metrics" | "logger" | "live" | "now" | "batchSize">,
+  tier: string,
+  kind: "sync" | "close",
+  runId: string,
+  pending: readonly Pending[],
+  onBatch: (outcome: BatchOutcome, done: number) => void,
+): Promise<void> {
+  let recording: Promise<void> | undefined;
+  for (let start = 0; start < pending.length; start += deps.batchSize) {
+    const batch = pending.slice(start, start + deps.batchSize);
+    const outcomes = await deps.provider.sendMeterEvents(batch.map((entry) => entry.event));
+    await recording;
+    const done = start + batch.length;
+    recording = record(deps, tier, kind, runId, batch, outcomes).then((outcome) => onBatch(outcome, done));
+  }
+  await recording;
+}
+
+async function record(
+  deps: Pick<BillingDeps, "state" | "audit" | "metrics" | "logger" | "live" | "now">,
   tier: string,
   kind: "sync" | "close",
   runId: string,
   batch: readonly Pending[],
-): Promise<{ delivered: number; rejected: number; failed: number; deliveredCustomers: Set<string> }> {
-  const outcomes = await deps.provider.sendMeterEvents(batch.map((entry) => entry.event));
+  outcomes: readonly MeterEventOutcome[],
+): Promise<BatchOutcome> {
   const at = deps.now();
   const rows: BillingAuditRow[] = [];
   const deliveredByPeriod = new Map<string, { period: Period; totals: Array<readonly [string, number]> }>();
@@ -215,10 +259,5 @@ export async function sendAndRecord(
   // Audit first: a crash between the two re-sends (as a duplicate) rather than leaving a hole in the audit.
   await deps.audit.write(rows);
   for (const { period, totals } of deliveredByPeriod.values()) await deps.state.recordSent(tier, period, totals);
-  return {
-    delivered: batch.length - rejected - failed,
-    rejected,
-    failed,
-    deliveredCustomers,
-  };
+  return { delivered: batch.length - rejected - failed, rejected, failed, deliveredCustomers };
 }
