@@ -103,6 +103,10 @@ describe("billing worker: month close", () => {
       sent_units: 105,
       stripe_units: 105,
     });
+    // The worker's gauge (previous month, no Stripe calls) shows it too.
+    expect(await worker.refreshDifferences()).toMatchObject({ late_usage: 1, not_closed: 0, not_linked: 0 });
+    const gauge = await worker.metrics.differences.get();
+    expect(gauge.values.find((value) => value.labels.kind === "late_usage")?.value).toBe(1);
     // December's invoice preview bills December's units, not the late event.
     const december = await worker.reconciler.reconcile({ customerId: "cus_close_a", periodId: "2026-12" });
     expect(december.differences).toEqual([]);

@@ -145,7 +145,7 @@ export class BillingWorker {
         queue: QUEUE_NAMES.billingClose,
         concurrency: 1,
       }),
-      createJobWorker(billingPassJobSchema, () => this.reconcileGauge(), {
+      createJobWorker(billingPassJobSchema, () => this.refreshDifferences(), {
         ...common,
         queue: QUEUE_NAMES.billingReconcile,
         concurrency: 1,
@@ -223,7 +223,7 @@ export class BillingWorker {
   }
 
   /** The previous period against the worker's own records (no Stripe calls): the gauge finance alerts on. */
-  private async reconcileGauge(): Promise<Record<string, number>> {
+  async refreshDifferences(): Promise<Record<string, number>> {
     const report = await this.reconciler.reconcile({ stripe: false });
     const counts = Object.fromEntries(DIFFERENCE_KINDS.map((kind) => [kind, 0])) as Record<string, number>;
     for (const difference of report.differences) counts[difference.kind] = (counts[difference.kind] ?? 0) + 1;
