@@ -1,6 +1,7 @@
 /**
  * `npm run pipeline`: the whole pipeline on this machine, after `services.sh up` started
- * Kafka, ClickHouse and Redis. Creates topics and tables, starts every service as a child
+ * Kafka, ClickHouse and Redis. Creates topics and tables, starts every service (gateway,
+ * ingest, aggregator, quota worker, admin API) as a child
  * process (logs in .data/logs/), then runs a smoke test through it:
  *
  *   demo API key (admin API) -> 5 requests through the gateway -> emitter -> Kafka
@@ -35,6 +36,7 @@ import {
   topicNames,
 } from "@keymeter/shared/stores";
 import { z } from "zod";
+import { smokeRoutesQuery } from "./smoke-query";
 
 const ROOT = join(import.meta.dirname, "../..");
 
@@ -88,6 +90,7 @@ runService("pipeline", async () => {
   };
   const children = [
     start("aggregator", logs, { ...common, METRICS_PORT: String(config.AGGREGATOR_METRICS_PORT) }),
+    start("quota-worker", logs, { ...common, METRICS_PORT: String(config.QUOTA_WORKER_METRICS_PORT) }),
     start("ingest", logs, { ...common, INGEST_PORT: String(config.INGEST_PORT), INGEST_TOKENS: ingestToken }),
     start("admin-api", logs, { ...common, ADMIN_PORT: String(config.ADMIN_PORT), ADMIN_BOOTSTRAP_TOKEN: adminToken }),
     start("gateway", logs, {
@@ -97,7 +100,6 @@ runService("pipeline", async () => {
       UPSTREAM_URL: `http://127.0.0.1:${config.DEMO_UPSTREAM_PORT}`,
       EMITTER_SPOOL_DIR: join(config.KEYMETER_DATA_DIR, "spool", "gateway"),
     }),
-    start("quota-worker", logs, { ...common, METRICS_PORT: String(config.QUOTA_WORKER_METRICS_PORT) }),
     // Without STRIPE_API_KEY in the environment the billing worker is a dry run (logs what it would send).
     start("billing-worker", logs, { ...common, METRICS_PORT: String(config.BILLING_WORKER_METRICS_PORT) }),
   ];
@@ -112,16 +114,16 @@ runService("pipeline", async () => {
     const ingest = `http://127.0.0.1:${config.INGEST_PORT}`;
     for (const [name, url] of [
       ["aggregator", `http://127.0.0.1:${config.AGGREGATOR_METRICS_PORT}/healthz`],
+      ["quota-worker", `http://127.0.0.1:${config.QUOTA_WORKER_METRICS_PORT}/healthz`],
       ["ingest", `${ingest}/healthz`],
       ["admin-api", `${adminApi}/healthz`],
       ["gateway", `${gateway}/healthz`],
-      ["quota-worker", `http://127.0.0.1:${config.QUOTA_WORKER_METRICS_PORT}/healthz`],
       ["billing-worker", `http://127.0.0.1:${config.BILLING_WORKER_METRICS_PORT}/healthz`],
     ] as const) {
       await waitHealthy(name, url, children);
     }
     say(
-      `services: aggregator, quota-worker, billing-worker, ingest :${config.INGEST_PORT}, admin-api :${config.ADMIN_PORT}, gateway :${config.GATEWAY_PORT} -> demo upstream :${config.DEMO_UPSTREAM_PORT} (logs in ${logs})`,
+      `services: aggregator, quota-worker :${config.QUOTA_WORKER_METRICS_PORT}, billing-worker :${config.BILLING_WORKER_METRICS_PORT}, ingest :${config.INGEST_PORT}, admin-api :${config.ADMIN_PORT}, gateway :${config.GATEWAY_PORT} -> demo upstream :${config.DEMO_UPSTREAM_PORT} (logs in ${logs})`,
     );
 
     // The smoke test, as a user would run it.
@@ -165,7 +167,7 @@ runService("pipeline", async () => {
     let rows: Array<{ route: string; requests: string }> = [];
     while (Date.now() < deadline) {
       const result = await clickhouse.query({
-        query: `SELECT route, sum(requests) AS requests FROM usage_daily WHERE key_id = ${quoteString(key.id)} GROUP BY route ORDER BY route`,
+        query: smokeRoutesQuery(key.id),
         format: "JSONEachRow",
       });
       rows = await result.json();

@@ -36,6 +36,7 @@ describe("npm run pipeline (the README's first command, after services.sh up)", 
       INGEST_PORT: String(await freePort()),
       DEMO_UPSTREAM_PORT: String(await freePort()),
       AGGREGATOR_METRICS_PORT: String(await freePort()),
+      QUOTA_WORKER_METRICS_PORT: String(await freePort()),
       LOG_LEVEL: "warn",
     };
     const child = spawn(process.execPath, ["--import", "tsx", PIPELINE, "--once"], { env });

@@ -11,8 +11,21 @@ export async function killAllAggregators(): Promise<void> {
   await Promise.all([...running].map(killHard));
 }
 
-/** The aggregator as a real process (so it can be SIGKILLed), configured for `pipeline`. */
-export function spawnAggregator(pipeline: TestPipeline, env: Record<string, string> = {}): ChildProcess {
+/** What an aggregator process wrote, when asked to keep it. */
+export interface ProcessOutput {
+  stdout: string;
+  stderr: string;
+}
+
+/**
+ * The aggregator as a real process (so it can be SIGKILLed), configured for `pipeline`.
+ * With `output`, its stdout (the JSON log) and stderr are collected there.
+ */
+export function spawnAggregator(
+  pipeline: TestPipeline,
+  env: Record<string, string> = {},
+  output?: ProcessOutput,
+): ChildProcess {
   const child = spawn(process.execPath, ["--import", "tsx", MAIN], {
     env: {
       ...process.env,
@@ -29,11 +42,15 @@ export function spawnAggregator(pipeline: TestPipeline, env: Record<string, stri
       LOG_LEVEL: "warn",
       ...env,
     },
-    stdio: ["ignore", "ignore", "pipe"],
+    stdio: ["ignore", output ? "pipe" : "ignore", "pipe"],
+  });
+  child.stdout?.on("data", (chunk: Buffer) => {
+    if (output) output.stdout += chunk.toString();
   });
   running.add(child);
   child.once("exit", () => running.delete(child));
   child.stderr?.on("data", (chunk: Buffer) => {
+    if (output) output.stderr += chunk.toString();
     if (process.env.KEYMETER_TEST_VERBOSE) process.stderr.write(chunk);
   });
   return child;

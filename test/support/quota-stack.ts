@@ -40,6 +40,8 @@ export const QUOTA_TIERS = parseTiers(QUOTA_TIERS_JSON);
 
 /** A webhook delivery as the receiver saw it. */
 export interface ReceivedWebhook {
+  /** When it arrived (epoch ms). */
+  at: number;
   id: string;
   body: string;
   event: { id: string; type: string; data: { key_id: string; threshold_percent: number; used: number; quota: number } };
@@ -64,6 +66,7 @@ export class WebhookReceiver {
         const header = req.headers[SIGNATURE_HEADER];
         if (this.status >= 200 && this.status < 300) {
           this.received.push({
+            at: Date.now(),
             id: String(req.headers[WEBHOOK_ID_HEADER]),
             body,
             event: JSON.parse(body),
@@ -161,8 +164,7 @@ export class QuotaStack {
 
   /** A Redis connection closed with the stack. */
   connection(forBullMQ = false): Redis {
-    const redis = createRedis(this.keyStack.redisUrl, { forBullMQ });
-    redis.on("error", () => undefined);
+    const redis = createRedis(this.keyStack.redisUrl, { forBullMQ, logger: this.keyStack.logger });
     this.connections.push(redis);
     return redis;
   }
@@ -170,7 +172,7 @@ export class QuotaStack {
   async startWorker(options: Partial<QuotaWorkerOptions> = {}): Promise<QuotaWorker> {
     this.worker = new QuotaWorker({
       redis: this.connection(),
-      subscriber: createRedis(this.keyStack.redisUrl),
+      subscriber: createRedis(this.keyStack.redisUrl, { logger: this.keyStack.logger }),
       bullConnection: this.connection(true),
       clickhouse: this.pipeline.clickhouse,
       keys: this.keyStack.keys,

@@ -11,7 +11,15 @@ import {
   updateKeyInputSchema,
 } from "@keymeter/shared/api-keys";
 import type { TierCatalog } from "@keymeter/shared/billing";
-import { AppError, describeIssues, errorBody, isAppError, type Logger, requestIdFrom } from "@keymeter/shared/runtime";
+import {
+  AppError,
+  checkHealth,
+  errorBody,
+  type HealthProbe,
+  isAppError,
+  type Logger,
+  requestIdFrom,
+} from "@keymeter/shared/runtime";
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from "fastify";
 import { z } from "zod";
 import {
@@ -21,6 +29,8 @@ import {
   reconcileRequest,
   setupInputSchema,
 } from "./billing";
+import { type QuotaRoutesDeps, registerQuotaRoutes } from "./quota-routes";
+import { audit as auditAction, parse } from "./request-input";
 
 export interface AdminAppOptions {
   registry: KeyRegistry;
@@ -32,6 +42,10 @@ export interface AdminAppOptions {
   bootstrapToken?: string;
   /** Largest request body, bytes. */
   bodyLimit?: number;
+  /** Dependencies for `/healthz` (Redis, which every route needs). */
+  health?: HealthProbe;
+  /** Customers, quota status and overrides (`/v1/customers`, `/v1/keys/:id/quota`). */
+  quota?: QuotaRoutesDeps;
 }
 
 const idParams = z.object({ id: z.string().regex(KEY_ID, "expected a key id like key_XXXXXXXX") }).strict();
@@ -128,13 +142,17 @@ export function buildAdminApp(options: AdminAppOptions): FastifyInstance {
     request.actor = record.id;
   };
 
-  app.get("/healthz", async () => ({ ok: true }));
+  app.get("/healthz", async (_request, reply) => {
+    const { status, report } = await checkHealth(options.health);
+    return reply.code(status).send(report);
+  });
 
   app.register(
     async (v1) => {
       v1.addHook("preHandler", authenticate);
 
       v1.get("/tiers", async () => ({ tiers: tiers.list() }));
+      if (options.quota) registerQuotaRoutes(v1, { ...options.quota, registry, logger });
 
       v1.post("/keys", async (request, reply) => {
         const issued = await registry.create(parse("body", createKeyInputSchema, request.body ?? {}));
@@ -154,9 +172,10 @@ export function buildAdminApp(options: AdminAppOptions): FastifyInstance {
 
       v1.post("/keys/sync", async (request) => {
         parse("body", emptyBody, request.body ?? undefined);
-        const mirrored = await registry.sync();
+        // 200 with the keys that could not be written: one bad record must not stop the repair.
+        const report = await registry.sync();
         audit(logger, request, "sync");
-        return { mirrored };
+        return report;
       });
 
       v1.get("/keys/:id", async (request) => ({
@@ -184,7 +203,7 @@ export function buildAdminApp(options: AdminAppOptions): FastifyInstance {
         v1.post("/billing/setup", async (request) => {
           const body = parse("body", setupInputSchema, request.body ?? {});
           const summary = await billing.setup.setup(body.customer_ids ? { customerIds: body.customer_ids } : {});
-          audit(logger, request, "billing_setup");
+          auditAction(logger, request, "billing.setup");
           return summary;
         });
 
@@ -246,16 +265,10 @@ export function buildAdminApp(options: AdminAppOptions): FastifyInstance {
   return app;
 }
 
-function parse<S extends z.ZodType>(where: "body" | "query" | "path", schema: S, input: unknown): z.output<S> {
-  const result = schema.safeParse(input);
-  if (!result.success) throw new AppError("bad_request", `invalid ${where}: ${describeIssues(result.error)}`);
-  return result.data;
-}
-
 function sendError(reply: FastifyReply, error: AppError, requestId: string) {
   return reply.code(error.httpStatus).type("application/json; charset=utf-8").send(errorBody(error, requestId));
 }
 
 function audit(logger: Logger, request: FastifyRequest, action: string, keyId?: string) {
-  logger.info({ request_id: request.id, actor: request.actor, action, key_id: keyId }, "admin action");
+  auditAction(logger, request, action, { key_id: keyId });
 }

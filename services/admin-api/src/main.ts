@@ -16,8 +16,10 @@ runService("admin-api", async () => {
   const app = buildAdminApp({
     registry: deps.registry,
     tiers: deps.tiers,
+    ...(deps.quota ? { quota: deps.quota } : {}),
     logger,
     ...(deps.billing ? { billing: deps.billing() } : {}),
+    ...(deps.health ? { health: deps.health } : {}),
     ...(config.ADMIN_BOOTSTRAP_TOKEN ? { bootstrapToken: config.ADMIN_BOOTSTRAP_TOKEN } : {}),
   });
   let address: string;

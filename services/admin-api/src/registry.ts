@@ -1,28 +1,35 @@
 import { ClickHouseKeyMirror, KeyRegistry } from "@keymeter/shared/api-keys";
 import { loadTiers, type TierCatalog } from "@keymeter/shared/billing";
-import type { Logger } from "@keymeter/shared/runtime";
+import type { HealthProbe, Logger } from "@keymeter/shared/runtime";
 import { clickHouseConnection, createClickHouse, createRedis, redisKeys } from "@keymeter/shared/stores";
 import { type AdminBilling, adminBillingProvider, createAdminBilling } from "./billing";
 import type { RegistryConfig } from "./config";
+import { createQuotaDeps } from "./quota-deps";
+import type { QuotaRoutesDeps } from "./quota-routes";
 
 export interface RegistryDeps {
   registry: KeyRegistry;
   tiers: TierCatalog;
   /** Billing (setup, links, reconciliation), made on first use: key commands never build a Stripe client. */
   billing?: () => AdminBilling;
+  /** Customers, quota overrides and quota status (absent: those commands are unavailable). */
+  quota?: QuotaRoutesDeps;
+  /** Redis, which the registry needs for every call (the ClickHouse mirror is optional). */
+  health?: HealthProbe;
   close(): Promise<void>;
 }
 
 /** The key registry on Redis, mirrored to ClickHouse, as the config describes it. */
 export function createRegistryFromConfig(config: RegistryConfig, logger: Logger): RegistryDeps {
   const tiers = loadTiers(config.TIERS_FILE);
-  const redis = createRedis(config.REDIS_URL);
+  const redis = createRedis(config.REDIS_URL, { logger });
   const clickhouse = createClickHouse(clickHouseConnection(config), { requestTimeoutMs: 5_000 });
   // Reconciliation reads a month of usage: its own client, with more time than a mirror write's 5 s.
   let billingClickhouse: ReturnType<typeof createClickHouse> | undefined;
+  const keys = redisKeys(config.REDIS_KEY_PREFIX);
   const registry = new KeyRegistry({
     redis,
-    keys: redisKeys(config.REDIS_KEY_PREFIX),
+    keys,
     tiers,
     logger,
     mirror: new ClickHouseKeyMirror(clickhouse),
@@ -40,7 +47,7 @@ export function createRegistryFromConfig(config: RegistryConfig, logger: Logger)
         billing = createAdminBilling({
           redis,
           clickhouse: billingClickhouse,
-          keys: redisKeys(config.REDIS_KEY_PREFIX),
+          keys,
           tiers,
           logger,
           provider,
@@ -50,6 +57,8 @@ export function createRegistryFromConfig(config: RegistryConfig, logger: Logger)
       }
       return billing;
     },
+    quota: createQuotaDeps({ redis, clickhouse, keys, tiers, logger }),
+    health: () => ({ redis: redis.status === "ready" }),
     close: async () => {
       await Promise.all([redis.quit(), clickhouse.close(), billingClickhouse?.close()]);
     },

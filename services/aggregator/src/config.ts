@@ -18,22 +18,22 @@ export const aggregatorConfigSchema = storesConfigSchema.extend({
   AGGREGATOR_SESSION_TIMEOUT_MS: env.positiveInt().default(10_000),
   /** How long a producer retry with the same (source, id) is recognised as a duplicate. */
   DEDUP_WINDOW_SECONDS: env.positiveInt().default(600),
+  /**
+   * Namespace of the key registry in Redis (its REDIS_KEY_PREFIX): events are attributed from
+   * it, and quota counters and check queues live under it (must match the quota worker's).
+   */
+  REDIS_KEY_PREFIX: z.string().default(""),
   /** Redis key prefix of the dedup window. */
   DEDUP_KEY_PREFIX: z.string().default("dedup:"),
   METRICS_HOST: z.string().default("127.0.0.1"),
   /** Port of /metrics and /healthz; 0 picks a free one. */
   METRICS_PORT: env.port().default(9464),
   /** Bump month-to-date counters and enqueue quota checks after each stored batch. */
-  QUOTA_CHECKS: z
-    .enum(["true", "false", "1", "0"], { message: "expected true or false" })
-    .transform((value) => value === "true" || value === "1")
-    .default(true),
+  QUOTA_CHECKS: env.flag().default(true),
   /** Percent of a key's quota from which each batch enqueues a check (the lowest webhook threshold). */
   QUOTA_CHECK_FROM_PERCENT: z.coerce.number().int().min(1).max(100).default(80),
   /** Path to a tiers JSON file (quotas); the shipped defaults when unset. Must match the quota worker's. */
   TIERS_FILE: z.string().min(1).optional(),
-  /** Namespace of key records, counters and queues in Redis; must match the gateways' and the quota worker's. */
-  REDIS_KEY_PREFIX: z.string().default(""),
 });
 
 export type AggregatorConfig = z.infer<typeof aggregatorConfigSchema>;

@@ -2,5 +2,7 @@ export { type AfterInsertHook, Aggregator, type AggregatorOptions, type StoredBa
 export { type AggregatorConfig, aggregatorConfigSchema } from "./config";
 export { DedupWindow } from "./dedup-window";
 export { AggregatorMetrics } from "./metrics";
+export { lastStoredOffsetsQuery, OffsetStore } from "./offset-store";
 export { QuotaHook, type QuotaHookOptions } from "./quota-hook";
-export type { UsageStore } from "./usage-store";
+export { usageRowJson } from "./usage-rows";
+export { ClickHouseUsageStore, INSERT_USAGE_EVENTS, type UsageStore } from "./usage-store";

@@ -12,8 +12,7 @@ export function createQuotaHook(
   logger: Logger,
 ): { hook: QuotaHook; close(): Promise<void> } {
   const keys = redisKeys(config.REDIS_KEY_PREFIX);
-  const bullConnection = createRedis(config.REDIS_URL, { forBullMQ: true });
-  bullConnection.on("error", (error: Error) => logger.warn({ err: error.message }, "redis (bullmq) connection error"));
+  const bullConnection = createRedis(config.REDIS_URL, { forBullMQ: true, logger, name: "redis-bullmq" });
   const checks = new QuotaCheckQueue(queueConnection(bullConnection, keys));
   const hook = new QuotaHook({
     subjects: new QuotaSubjects({

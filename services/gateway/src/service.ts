@@ -32,10 +32,9 @@ export async function startGateway(
 ): Promise<RunningGateway> {
   const tiers = loadTiers(config.TIERS_FILE);
   const keys = redisKeys(config.REDIS_KEY_PREFIX);
-  const redis: Redis = createRedis(config.REDIS_URL);
-  const subscriber: Redis = createRedis(config.REDIS_URL);
-  // Requests fail closed (503) while Redis is away; the log says why, once per error.
-  redis.on("error", (error: Error) => logger.warn({ err: error.message }, "redis connection error"));
+  // Requests fail closed (503) while Redis is away; the log says why (rate-limited, with a count).
+  const redis: Redis = createRedis(config.REDIS_URL, { logger, name: "redis" });
+  const subscriber: Redis = createRedis(config.REDIS_URL, { logger, name: "redis-subscriber" });
   const cache = new KeyCache({ redis, subscriber, keys, logger, ttlMs: config.KEY_CACHE_TTL_MS });
   await cache.start();
   const metrics = new GatewayMetrics();

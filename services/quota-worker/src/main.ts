@@ -1,5 +1,12 @@
 import { loadTiers } from "@keymeter/shared/billing";
-import { createLogger, createMetricsServer, listen, parseConfig, runService } from "@keymeter/shared/runtime";
+import {
+  answersWithin,
+  createLogger,
+  createMetricsServer,
+  listen,
+  parseConfig,
+  runService,
+} from "@keymeter/shared/runtime";
 import { clickHouseConnection, createClickHouse, createRedis, redisKeys } from "@keymeter/shared/stores";
 import { quotaWorkerConfigSchema } from "./config";
 import { QuotaWorker } from "./quota-worker";
@@ -8,11 +15,9 @@ runService("quota-worker", async () => {
   const config = parseConfig(quotaWorkerConfigSchema);
   const logger = createLogger("quota-worker", config.LOG_LEVEL);
   const tiers = loadTiers(config.TIERS_FILE);
-  const redis = createRedis(config.REDIS_URL);
-  const subscriber = createRedis(config.REDIS_URL);
-  const bullConnection = createRedis(config.REDIS_URL, { forBullMQ: true });
-  redis.on("error", (error: Error) => logger.warn({ err: error.message }, "redis connection error"));
-  bullConnection.on("error", (error: Error) => logger.warn({ err: error.message }, "redis (bullmq) connection error"));
+  const redis = createRedis(config.REDIS_URL, { logger, name: "redis" });
+  const subscriber = createRedis(config.REDIS_URL, { logger, name: "redis-subscriber" });
+  const bullConnection = createRedis(config.REDIS_URL, { forBullMQ: true, logger, name: "redis-bullmq" });
   const clickhouse = createClickHouse(clickHouseConnection(config), { requestTimeoutMs: 20_000 });
   const worker = new QuotaWorker({
     redis,
@@ -29,8 +34,9 @@ runService("quota-worker", async () => {
     webhookBackoffMs: config.QUOTA_WEBHOOK_BACKOFF_MS,
     webhookTimeoutMs: config.QUOTA_WEBHOOK_TIMEOUT_MS,
   });
-  const metricsServer = createMetricsServer(worker.metrics.registry, () => ({
+  const metricsServer = createMetricsServer(worker.metrics.registry, async () => ({
     redis: redis.status === "ready" && bullConnection.status === "ready",
+    clickhouse: await answersWithin(1_000, async () => (await clickhouse.ping()).success),
   }));
   const port = await listen(metricsServer, config.METRICS_HOST, config.METRICS_PORT, "METRICS_PORT");
   await worker.start();

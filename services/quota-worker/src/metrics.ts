@@ -39,6 +39,11 @@ export class QuotaWorkerMetrics {
     help: "Failed webhook delivery attempts (retried with back-off)",
     registers: [this.registry],
   });
+  readonly webhookInDoubt = new Counter({
+    name: "quota_webhook_in_doubt_total",
+    help: "Deliveries whose earlier attempt died mid-send (worker killed); not resent, see the log",
+    registers: [this.registry],
+  });
   readonly sweepSeconds = new Histogram({
     name: "quota_sweep_duration_seconds",
     help: "Duration of a full sweep",

@@ -49,6 +49,8 @@ export interface QuotaWorkerOptions {
   webhookAttempts?: number;
   webhookBackoffMs?: number;
   webhookTimeoutMs?: number;
+  /** Sweep once at start (default); tests that drive sweeps themselves turn it off. */
+  sweepOnStart?: boolean;
   /** Extra BullMQ worker settings (tests shorten lock and stalled-check intervals). */
   workerOptions?: Omit<WorkerOptions, "connection" | "prefix" | "concurrency" | "autorun">;
 }
@@ -107,7 +109,7 @@ export class QuotaWorker {
       now: this.now,
     });
     this.delivery = new WebhookDelivery({
-      redis,
+      redis: options.bullConnection,
       keys,
       customers,
       logger,
@@ -156,7 +158,7 @@ export class QuotaWorker {
       { name: "sweep", data: { reason: "scheduled" } },
     );
     // A worker that starts (after a deploy, a tiers change or a crash) sweeps at once.
-    await this.requestSweep("startup");
+    if (this.options.sweepOnStart !== false) await this.requestSweep("startup");
     logger.info({ concurrency, sweep_interval_ms: this.options.sweepIntervalMs ?? 60_000 }, "quota worker started");
   }
 

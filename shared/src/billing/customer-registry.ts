@@ -3,7 +3,7 @@ import { randomBase62 } from "../api-keys/key-format";
 import { describeIssues } from "../runtime/describe-issues";
 import { AppError } from "../runtime/errors";
 import type { Logger } from "../runtime/logger";
-import type { Redis } from "../stores/redis";
+import { mgetMany, type Redis } from "../stores/redis";
 import type { RedisKeys } from "../stores/redis-keys";
 import {
   type CreateCustomerInput,
@@ -104,17 +104,17 @@ export class CustomerRegistry {
 
   /** Records of many customers in one round trip; absent ones are missing from the map. */
   async getMany(customerIds: readonly string[]): Promise<Map<string, CustomerRecord>> {
-    const unique = [...new Set(customerIds)];
+    const ids = [...new Set(customerIds)];
     const found = new Map<string, CustomerRecord>();
-    for (let start = 0; start < unique.length; start += 1000) {
-      const ids = unique.slice(start, start + 1000);
-      const raw = await this.redis.mget(ids.map((id) => this.keys.customerRecord(id)));
-      raw.forEach((value, i) => {
-        const record = this.parse(value);
-        const id = ids[i];
-        if (record && id !== undefined) found.set(id, record);
-      });
-    }
+    const raw = await mgetMany(
+      this.redis,
+      ids.map((id) => this.keys.customerRecord(id)),
+    );
+    raw.forEach((value, i) => {
+      const record = this.parse(value);
+      const id = ids[i];
+      if (record && id !== undefined) found.set(id, record);
+    });
     return found;
   }
 

@@ -1,5 +1,5 @@
 import { z } from "zod";
-import type { Redis } from "../stores/redis";
+import { mgetMany, type Redis } from "../stores/redis";
 import type { RedisKeys } from "../stores/redis-keys";
 
 /** What the quota worker records when it flags a key; gateways only need to know it is set. */
@@ -81,22 +81,22 @@ export async function readQuotaFlags(
   keyIds: readonly string[],
 ): Promise<Map<string, QuotaFlag>> {
   const flags = new Map<string, QuotaFlag>();
-  for (let start = 0; start < keyIds.length; start += 1000) {
-    const ids = keyIds.slice(start, start + 1000);
-    const raw = await redis.mget(ids.map((id) => keys.quotaFlag(id)));
-    raw.forEach((value, i) => {
-      const id = ids[i];
-      if (value === null || id === undefined) return;
-      let json: unknown;
-      try {
-        json = JSON.parse(value);
-      } catch {
-        json = undefined;
-      }
-      const parsed = quotaFlagSchema.safeParse(json);
-      // An unreadable flag still blocks at the gateway: report it so the caller rewrites it.
-      flags.set(id, parsed.success ? parsed.data : { used: 0, quota: 1, period_end: "" });
-    });
-  }
+  const raw = await mgetMany(
+    redis,
+    keyIds.map((id) => keys.quotaFlag(id)),
+  );
+  raw.forEach((value, i) => {
+    const id = keyIds[i];
+    if (value === null || id === undefined) return;
+    let json: unknown;
+    try {
+      json = JSON.parse(value);
+    } catch {
+      json = undefined;
+    }
+    const parsed = quotaFlagSchema.safeParse(json);
+    // An unreadable flag still blocks at the gateway: report it so the caller rewrites it.
+    flags.set(id, parsed.success ? parsed.data : { used: 0, quota: 1, period_end: "" });
+  });
   return flags;
 }

@@ -1,7 +1,7 @@
 import { z } from "zod";
 import { describeIssues } from "../runtime/describe-issues";
 import { AppError } from "../runtime/errors";
-import type { Redis } from "../stores/redis";
+import { mgetMany, type Redis } from "../stores/redis";
 import type { RedisKeys } from "../stores/redis-keys";
 
 /** A per-key monthly quota that replaces the tier's (raised for a customer, or unlimited). */
@@ -38,15 +38,16 @@ export class QuotaOverrides {
 
   async getMany(keyIds: readonly string[]): Promise<Map<string, QuotaOverride>> {
     const found = new Map<string, QuotaOverride>();
-    for (let start = 0; start < keyIds.length; start += 1000) {
-      const ids = keyIds.slice(start, start + 1000);
-      const raw = await this.redis.mget(ids.map((id) => this.keys.quotaOverride(id)));
-      raw.forEach((value, i) => {
-        const override = parseOverride(value);
-        const id = ids[i];
-        if (override && id !== undefined) found.set(id, override);
-      });
-    }
+    const raw = await mgetMany(
+      this.redis,
+      keyIds.map((id) => this.keys.quotaOverride(id)),
+    );
+    raw.forEach((value, i) => {
+      if (value === null) return;
+      const override = parseOverride(value);
+      const id = keyIds[i];
+      if (override && id !== undefined) found.set(id, override);
+    });
     return found;
   }
 

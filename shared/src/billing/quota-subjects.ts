@@ -1,11 +1,21 @@
 import { type KeyRecord, keyRecordSchema, keyState } from "../api-keys/key-record";
-import type { Redis } from "../stores/redis";
+import { mgetMany, type Redis } from "../stores/redis";
 import type { RedisKeys } from "../stores/redis-keys";
 import { DEFAULT_TIME_ZONE, type WebhookEndpoint } from "./customer-record";
 import type { CustomerRegistry } from "./customer-registry";
 import type { QuotaOverrides } from "./quota-overrides";
 import { type QuotaLimit, quotaLimit } from "./quota-policy";
 import type { TierCatalog } from "./tiers";
+
+/** The fields of a key record quotas use: parsing only these keeps a 100,000-key sweep cheap. */
+const quotaKeyFieldsSchema = keyRecordSchema.pick({
+  id: true,
+  customer_id: true,
+  tier: true,
+  state: true,
+  expires_at: true,
+});
+type QuotaKeyFields = Pick<KeyRecord, "id" | "customer_id" | "tier" | "state" | "expires_at">;
 
 /** Everything quota enforcement needs to know about one key. */
 export interface QuotaSubject {
@@ -44,26 +54,26 @@ export class QuotaSubjects {
 
   async load(keyIds: readonly string[]): Promise<Map<string, QuotaSubject>> {
     const { redis, keys } = this.options;
-    const records: KeyRecord[] = [];
-    for (let start = 0; start < keyIds.length; start += 1000) {
-      const ids = keyIds.slice(start, start + 1000);
-      const raw = ids.length === 0 ? [] : await redis.mget(ids.map((id) => keys.keyRecord(id)));
-      for (const value of raw) {
-        if (value === null) continue;
-        let json: unknown;
-        try {
-          json = JSON.parse(value);
-        } catch {
-          continue;
-        }
-        const parsed = keyRecordSchema.safeParse(json);
-        if (parsed.success) records.push(parsed.data);
+    const records: QuotaKeyFields[] = [];
+    const raw = await mgetMany(
+      redis,
+      keyIds.map((id) => keys.keyRecord(id)),
+    );
+    for (const value of raw) {
+      if (value === null) continue;
+      let json: unknown;
+      try {
+        json = JSON.parse(value);
+      } catch {
+        continue;
       }
+      const parsed = quotaKeyFieldsSchema.safeParse(json);
+      if (parsed.success) records.push(parsed.data);
     }
     return this.fromRecords(records);
   }
 
-  async fromRecords(records: readonly KeyRecord[]): Promise<Map<string, QuotaSubject>> {
+  async fromRecords(records: readonly QuotaKeyFields[]): Promise<Map<string, QuotaSubject>> {
     const customers = await this.options.customers.getMany(records.map((record) => record.customer_id));
     const overrides = await this.options.overrides.getMany(records.map((record) => record.id));
     const now = (this.options.now ?? Date.now)();

@@ -1,19 +1,23 @@
 import { z } from "zod";
 
 const formatters = new Map<string, Intl.DateTimeFormat>();
+let knownSpellings: Map<string, string> | undefined;
 
 /**
- * The canonical IANA name of `timeZone` ("utc" -> "UTC", "Asia/Calcutta" stays as ICU
- * spells it), or undefined when Intl does not know the zone.
+ * `timeZone` as it will be stored, or undefined when Intl does not know the zone. The
+ * caller's name is kept (ICU would turn Asia/Kolkata into its legacy Asia/Calcutta); only
+ * its case is fixed when ICU lists the zone ("europe/paris" -> "Europe/Paris", "utc" -> "UTC").
  */
 export function canonicalTimeZone(timeZone: string): string | undefined {
   if (timeZone.length === 0 || timeZone.length > 64) return undefined;
   try {
-    return new Intl.DateTimeFormat("en-US", { timeZone }).resolvedOptions().timeZone;
+    new Intl.DateTimeFormat("en-US", { timeZone });
   } catch {
     // RangeError: not a zone this runtime knows.
     return undefined;
   }
+  knownSpellings ??= new Map([...Intl.supportedValuesOf("timeZone"), "UTC"].map((zone) => [zone.toLowerCase(), zone]));
+  return knownSpellings.get(timeZone.toLowerCase()) ?? timeZone;
 }
 
 /** An IANA time zone, validated with Intl and stored in its canonical spelling. */

@@ -1,4 +1,4 @@
-import type { Redis } from "../stores/redis";
+import { mgetMany, type Redis } from "../stores/redis";
 import type { RedisKeys } from "../stores/redis-keys";
 import type { Period } from "./periods";
 
@@ -61,11 +61,19 @@ export class UsageCounters {
     return Number((await this.redis.get(this.keys.usageCounter(periodId, keyId))) ?? 0);
   }
 
-  /** Raises counters to ClickHouse's figures (never lowers one); returns how many were behind. */
+  /**
+   * Raises counters to ClickHouse's figures (never lowers one); returns how many were behind.
+   * Counters are read first, so a sweep in the steady state (nothing behind) writes nothing.
+   */
   async raise(values: readonly CounterDelta[]): Promise<number> {
+    const current = await mgetMany(
+      this.redis,
+      values.map((v) => this.keys.usageCounter(v.period.id, v.keyId)),
+    );
+    const behind = values.filter((v, i) => Number(current[i] ?? -1) < v.units);
     let raised = 0;
-    for (let start = 0; start < values.length; start += 1000) {
-      const chunk = values.slice(start, start + 1000);
+    for (let start = 0; start < behind.length; start += 1000) {
+      const chunk = behind.slice(start, start + 1000);
       const result = await this.redis.eval(
         RAISE_SCRIPT,
         chunk.length,

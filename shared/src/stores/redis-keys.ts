@@ -6,6 +6,7 @@
  * | ---------------------------------- | ------ | ------------------- | ----------------------------------------- |
  * | `apikey:record:<key_id>`           | string | key registry        | the key record, JSON (hashes, never secret) |
  * | `apikey:hash:<sha256 hex>`         | string | key registry        | the key id; a rotated-out hash expires at the end of its grace period |
+ * | `apikey:alias:<alias>`             | string | key registry        | the key id an alias (Kong consumer id, another gateway's key id) stands for; unique |
  * | `apikey:ids`                       | zset   | key registry        | key ids scored by creation time (ms)      |
  * | `apikey:customer:<customer_id>`    | zset   | key registry        | one customer's key ids, by creation time  |
  * | `ratelimit:<key_id>`               | string | gateway limiter     | GCRA theoretical arrival time (µs)        |
@@ -13,6 +14,7 @@
  * | `quota:usage:<period>:<key_id>`    | string | aggregator hook, sweep | month-to-date units (INCRBY; the sweep raises it to ClickHouse's figure); expires a day after the period |
  * | `quota:override:<key_id>`          | string | admin API, CLI      | per-key monthly quota replacing the tier's, JSON |
  * | `quota:webhook:<period>:<key_id>:<pct>` | string | quota worker   | deliveries of this threshold were enqueued; expires 35 days after the period |
+ * | `quota:webhook:claim:<delivery_id>` | string | quota worker       | an attempt is sending it; kept if the worker dies mid-send (in doubt: not resent); expires after 35 days |
  * | `quota:webhook:sent:<delivery_id>` | string | quota worker        | this delivery got a 2xx (no resend after a crash); expires after 35 days |
  * | `customer:record:<customer_id>`    | string | customer registry   | the customer record, JSON (webhook signing secrets included) |
  * | `customer:ids`                     | zset   | customer registry   | customer ids scored by creation time (ms) |
@@ -29,6 +31,7 @@
 export interface RedisKeys {
   keyRecord(keyId: string): string;
   keyByHash(hash: string): string;
+  keyAlias(alias: string): string;
   keyIds: string;
   customerKeyIds(customerId: string): string;
   rateLimit(keyId: string): string;
@@ -40,6 +43,7 @@ export interface RedisKeys {
   quotaOverrideChannel: string;
   webhookThreshold(periodId: string, keyId: string, percent: number): string;
   webhookSent(deliveryId: string): string;
+  webhookClaim(deliveryId: string): string;
   customerRecord(customerId: string): string;
   customerIds: string;
   customerChangedChannel: string;
@@ -54,6 +58,7 @@ export function redisKeys(prefix = ""): RedisKeys {
   return {
     keyRecord: (keyId) => `${prefix}apikey:record:${keyId}`,
     keyByHash: (hash) => `${prefix}apikey:hash:${hash}`,
+    keyAlias: (alias) => `${prefix}apikey:alias:${alias}`,
     keyIds: `${prefix}apikey:ids`,
     customerKeyIds: (customerId) => `${prefix}apikey:customer:${customerId}`,
     rateLimit: (keyId) => `${prefix}ratelimit:${keyId}`,
@@ -65,6 +70,7 @@ export function redisKeys(prefix = ""): RedisKeys {
     quotaOverrideChannel: `${prefix}quota:override:changed`,
     webhookThreshold: (periodId, keyId, percent) => `${prefix}quota:webhook:${periodId}:${keyId}:${percent}`,
     webhookSent: (deliveryId) => `${prefix}quota:webhook:sent:${deliveryId}`,
+    webhookClaim: (deliveryId) => `${prefix}quota:webhook:claim:${deliveryId}`,
     customerRecord: (customerId) => `${prefix}customer:record:${customerId}`,
     customerIds: `${prefix}customer:ids`,
     customerChangedChannel: `${prefix}customer:changed`,
