@@ -31,7 +31,6 @@ import {
   createClickHouse,
   createKafka,
   ensureTopics,
-  quoteString,
   runMigrations,
   topicNames,
 } from "@keymeter/shared/stores";

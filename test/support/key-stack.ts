@@ -121,13 +121,17 @@ export class KeyStack {
     return this.upstreamUrl;
   }
 
-  /** A gateway instance with its own key cache, subscription and sink. */
+  /**
+   * A gateway instance with its own key cache, subscription and sink, in front of the stack's
+   * upstream or `proxy.upstream` (trusting `proxy.ca` for an https one).
+   */
   async gateway(
     options: Partial<Omit<GatewayOptions, "cache" | "limiter" | "sink">> & { forwardTo?: UsageEventSink } = {},
     limiter: RateLimiterOptions = {},
+    proxy: { upstream?: string; ca?: string } = {},
   ): Promise<GatewayInstance> {
     const { forwardTo, ...gatewayOptions } = options;
-    const upstream = await this.upstream();
+    const upstream = proxy.upstream ?? (await this.upstream());
     const redis = createRedis(this.redisUrl);
     const subscriber = createRedis(this.redisUrl);
     const cache = new KeyCache({ redis, subscriber, keys: this.keys, logger: this.logger });
@@ -142,7 +146,12 @@ export class KeyStack {
       sink,
       ...gatewayOptions,
     });
-    const server = createGatewayProxy({ gateway, upstream: new URL(upstream), logger: this.logger });
+    const server = createGatewayProxy({
+      gateway,
+      upstream: new URL(upstream),
+      logger: this.logger,
+      ...(proxy.ca ? { ca: proxy.ca } : {}),
+    });
     const port = await listenOn(server);
     this.closers.push(async () => {
       await closeServer(server);

@@ -1,6 +1,7 @@
+import { readFileSync } from "node:fs";
 import type { Server } from "node:http";
 import { loadTiers } from "@keymeter/shared/billing";
-import { createMetricsServer, type Logger, listen } from "@keymeter/shared/runtime";
+import { AppError, createMetricsServer, type Logger, listen } from "@keymeter/shared/runtime";
 import { createRedis, type Redis, redisKeys } from "@keymeter/shared/stores";
 import type { UsageEventSink } from "@keymeter/shared/usage";
 import type { GatewayConfig } from "./config";
@@ -55,6 +56,7 @@ export async function startGateway(
     upstream: new URL(config.UPSTREAM_URL),
     logger,
     timeoutMs: config.UPSTREAM_TIMEOUT_MS,
+    ...(config.UPSTREAM_CA_FILE ? { ca: readCaFile(config.UPSTREAM_CA_FILE) } : {}),
   });
   const port = await listen(server, config.GATEWAY_HOST, config.GATEWAY_PORT, "GATEWAY_PORT");
   logger.info({ port, upstream: config.UPSTREAM_URL, source: config.GATEWAY_ID }, "gateway listening");
@@ -86,4 +88,19 @@ export async function startGateway(
       await Promise.all([redis.quit(), subscriber.quit()]);
     },
   };
+}
+
+function readCaFile(path: string): string {
+  let text: string;
+  try {
+    text = readFileSync(path, "utf8");
+  } catch (error) {
+    throw new AppError("config_invalid", `UPSTREAM_CA_FILE cannot be read: ${(error as Error).message}`, {
+      cause: error,
+    });
+  }
+  if (!text.includes("-----BEGIN CERTIFICATE-----")) {
+    throw new AppError("config_invalid", "UPSTREAM_CA_FILE holds no PEM certificate");
+  }
+  return text;
 }

@@ -1,3 +1,4 @@
+export * from "./canonical-path";
 export * from "./ip-allowlist";
 export * from "./key-attribution";
 export * from "./key-authentication";

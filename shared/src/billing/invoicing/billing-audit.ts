@@ -1,4 +1,4 @@
-import { type ClickHouseClient, quoteString, toDateTime } from "../../stores/clickhouse";
+import { type ClickHouseClient, toDateTime } from "../../stores/clickhouse";
 
 /** One row of `billing_sync_log` (migration 0010). */
 export interface BillingAuditRow {
@@ -21,34 +21,27 @@ export interface BillingAuditRow {
 
 /**
  * The audit of every meter event the billing worker sent and every period it closed, in
- * ClickHouse for SQL. Written after Stripe answered; a failed audit write fails the run (the
- * next run re-sends nothing Stripe accepted, but the audit must not have holes).
+ * ClickHouse for SQL. Written after Stripe answered and before the totals are recorded as sent:
+ * a failed audit write fails the run, and the next run sends (and audits) those totals again.
  */
 export class BillingAuditLog {
   constructor(private readonly clickhouse: ClickHouseClient) {}
 
   async write(rows: readonly BillingAuditRow[]): Promise<void> {
     if (rows.length === 0) return;
-    await this.clickhouse.insert({
-      table: "billing_sync_log",
-      format: "JSONEachRow",
-      values: rows.map((row) => ({
-        ...row,
-        at: toDateTime(row.at),
-        period_start: toDateTime(row.period_start),
-        period_end: toDateTime(row.period_end),
-        event_time: toDateTime(row.event_time),
-      })),
-    });
+    await this.clickhouse.insert({ table: BILLING_AUDIT_TABLE, format: "JSONEachRow", values: rows.map(auditRowJson) });
   }
+}
 
-  /** The last value Stripe accepted per tier for one customer and period (what the close or a sync left there). */
-  async lastAccepted(customerId: string, periodId: string): Promise<Map<string, { value: number; kind: string }>> {
-    const result = await this.clickhouse.query({
-      query: `SELECT tier, argMax(value, event_time) AS value, argMax(kind, event_time) AS kind FROM billing_sync_log WHERE customer_id = ${quoteString(customerId)} AND period_id = ${quoteString(periodId)} AND kind IN ('sync', 'close') AND outcome IN ('accepted', 'duplicate', 'dry_run') GROUP BY tier`,
-      format: "JSONEachRow",
-    });
-    const rows = await result.json<{ tier: string; value: string | number; kind: string }>();
-    return new Map(rows.map((row) => [row.tier, { value: Number(row.value), kind: row.kind }]));
-  }
+export const BILLING_AUDIT_TABLE = "billing_sync_log";
+
+/** A row as JSONEachRow takes it (DateTime columns as "YYYY-MM-DD hh:mm:ss"). */
+export function auditRowJson(row: BillingAuditRow): Record<string, unknown> {
+  return {
+    ...row,
+    at: toDateTime(row.at),
+    period_start: toDateTime(row.period_start),
+    period_end: toDateTime(row.period_end),
+    event_time: toDateTime(row.event_time),
+  };
 }

@@ -25,9 +25,7 @@ export class BillingUsageReader {
   async customersWithUsage(tiers: readonly string[], from: number, to: number): Promise<Set<string>> {
     const customers = new Set<string>();
     if (tiers.length === 0) return customers;
-    const text = await this.text(
-      `SELECT DISTINCT customer_id FROM usage_hourly WHERE tier IN (${tiers.map(quoteString).join(", ")}) AND hour >= ${at(Math.floor(from / HOUR_MS) * HOUR_MS)} AND hour < ${at(Math.ceil(to / HOUR_MS) * HOUR_MS)} AND units > 0`,
-    );
+    const text = await this.text(customersWithUsageQuery(tiers, from, to));
     for (const line of text.split("\n")) if (line !== "") customers.add(unescapeTsv(line));
     return customers;
   }
@@ -42,14 +40,8 @@ export class BillingUsageReader {
     periods: readonly Period[],
     options: { customerIds?: readonly string[] } = {},
   ): Promise<Map<string, CustomerTierUnits>> {
-    const distinct = [...new Map(periods.map((period) => [periodKey(period), period])).values()];
+    const { distinct, queries } = billingTotalsQueries(tiers, periods, options.customerIds);
     const result = new Map(distinct.map((period) => [periodKey(period), new Map() as CustomerTierUnits]));
-    if (distinct.length === 0 || tiers.length === 0) return result;
-    if (options.customerIds && options.customerIds.length === 0) return result;
-    const filter = [
-      `tier IN (${tiers.map(quoteString).join(", ")})`,
-      ...(options.customerIds ? [`customer_id IN (${options.customerIds.map(quoteString).join(", ")})`] : []),
-    ].join(" AND ");
     const add = (period: Period, customer: string, tier: string, units: number) => {
       if (units === 0) return;
       const byCustomer = result.get(periodKey(period));
@@ -61,46 +53,14 @@ export class BillingUsageReader {
       }
       byTier.set(tier, (byTier.get(tier) ?? 0) + units);
     };
-    const addRows = (text: string) => {
-      for (const line of text.split("\n")) {
+    for (const query of queries) {
+      for (const line of (await this.text(query)).split("\n")) {
         if (line === "") continue;
         const [customer = "", tier = "", ...values] = line.split("\t");
         for (const [i, period] of distinct.entries()) {
           add(period, unescapeTsv(customer), unescapeTsv(tier), Number(values[i] ?? 0));
         }
       }
-    };
-
-    const hours = distinct.map((period) => ({
-      from: Math.ceil(period.start / HOUR_MS) * HOUR_MS,
-      to: Math.floor(period.end / HOUR_MS) * HOUR_MS,
-    }));
-    const columns = hours.map((h) => `sumIf(units, hour >= ${at(h.from)} AND hour < ${at(h.to)})`);
-    addRows(
-      await this.text(
-        `SELECT customer_id, tier, ${columns.join(", ")} FROM usage_hourly WHERE ${filter} AND hour >= ${at(Math.min(...hours.map((h) => h.from)))} AND hour < ${at(Math.max(...hours.map((h) => h.to)))} GROUP BY customer_id, tier`,
-      ),
-    );
-
-    const partial = distinct.map((period, i) => {
-      const ranges: Array<[number, number]> = [];
-      const h = hours[i];
-      if (h && period.start < h.from) ranges.push([period.start, Math.min(h.from, period.end)]);
-      if (h && h.to < period.end && h.to >= h.from) ranges.push([h.to, period.end]);
-      return ranges;
-    });
-    const all = partial.flat();
-    if (all.length > 0) {
-      const inRanges = (ranges: Array<[number, number]>) =>
-        ranges.map(([from, to]) => `(event_time >= ${at(from)} AND event_time < ${at(to)})`).join(" OR ");
-      const rawColumns = partial.map((ranges) =>
-        ranges.length === 0 ? "toUInt64(0)" : `sumIf(units, ${inRanges(ranges)})`,
-      );
-      addRows(
-        await this.text(
-          `SELECT customer_id, tier, ${rawColumns.join(", ")} FROM usage_events WHERE ${filter} AND (${inRanges(all)}) GROUP BY customer_id, tier`,
-        ),
-      );
     }
     return result;
   }
@@ -117,4 +77,56 @@ function unescapeTsv(value: string): string {
   return value.replace(/\\(.)/g, (_, char: string) =>
     char === "t" ? "\t" : char === "n" ? "\n" : char === "0" ? "\0" : char,
   );
+}
+
+/** Customers with units in `tiers` in the whole hours around [from, to) (hourly rollup). */
+export function customersWithUsageQuery(tiers: readonly string[], from: number, to: number): string {
+  return `SELECT DISTINCT customer_id FROM usage_hourly WHERE tier IN (${tiers.map(quoteString).join(", ")}) AND hour >= ${at(Math.floor(from / HOUR_MS) * HOUR_MS)} AND hour < ${at(Math.ceil(to / HOUR_MS) * HOUR_MS)} AND units > 0`;
+}
+
+/**
+ * The queries behind `BillingUsageReader.totals`: rows of (customer_id, tier, units in each of
+ * `distinct` periods as u0, u1, ... or r0, r1, ...), whole hours from the hourly rollup, then
+ * (only if some period starts or ends inside an hour) those partial hours from raw events.
+ */
+export function billingTotalsQueries(
+  tiers: readonly string[],
+  periods: readonly Period[],
+  customerIds?: readonly string[],
+): { distinct: Period[]; queries: string[] } {
+  const distinct = [...new Map(periods.map((period) => [periodKey(period), period])).values()];
+  if (distinct.length === 0 || tiers.length === 0 || (customerIds && customerIds.length === 0)) {
+    return { distinct, queries: [] };
+  }
+  const filter = [
+    `tier IN (${tiers.map(quoteString).join(", ")})`,
+    ...(customerIds ? [`customer_id IN (${customerIds.map(quoteString).join(", ")})`] : []),
+  ].join(" AND ");
+  const hours = distinct.map((period) => ({
+    from: Math.ceil(period.start / HOUR_MS) * HOUR_MS,
+    to: Math.floor(period.end / HOUR_MS) * HOUR_MS,
+  }));
+  const columns = hours.map((h, i) => `sumIf(units, hour >= ${at(h.from)} AND hour < ${at(h.to)}) AS u${i}`);
+  const queries = [
+    `SELECT customer_id, tier, ${columns.join(", ")} FROM usage_hourly WHERE ${filter} AND hour >= ${at(Math.min(...hours.map((h) => h.from)))} AND hour < ${at(Math.max(...hours.map((h) => h.to)))} GROUP BY customer_id, tier`,
+  ];
+  const partial = distinct.map((period, i) => {
+    const ranges: Array<[number, number]> = [];
+    const h = hours[i];
+    if (h && period.start < h.from) ranges.push([period.start, h.from]);
+    if (h && h.to < period.end) ranges.push([h.to, period.end]);
+    return ranges;
+  });
+  const all = partial.flat();
+  if (all.length > 0) {
+    const inRanges = (ranges: Array<[number, number]>) =>
+      ranges.map(([from, to]) => `(event_time >= ${at(from)} AND event_time < ${at(to)})`).join(" OR ");
+    const rawColumns = partial.map((ranges, i) =>
+      ranges.length === 0 ? `toUInt64(0) AS r${i}` : `sumIf(units, ${inRanges(ranges)}) AS r${i}`,
+    );
+    queries.push(
+      `SELECT customer_id, tier, ${rawColumns.join(", ")} FROM usage_events WHERE ${filter} AND (${inRanges(all)}) GROUP BY customer_id, tier`,
+    );
+  }
+  return { distinct, queries };
 }
