@@ -45,6 +45,8 @@ export class MonthClose {
     if (billed.length === 0) return result;
     const now = this.deps.now();
     const utcPrevious = previousPeriod(periodOf(now, DEFAULT_TIME_ZONE), DEFAULT_TIME_ZONE);
+    // Up to now, not to the end of the previous UTC month: a zone east of UTC has its previous
+    // month end inside the current UTC month (Kolkata's November ends Nov 30, 18:30 UTC).
     const candidates = [...(await usage.customersWithUsage(billed, utcPrevious.start - DAY_MS, now))];
     const records = await customers.getMany(candidates);
 
