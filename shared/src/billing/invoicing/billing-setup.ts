@@ -1,11 +1,11 @@
 import { AppError } from "../../runtime/errors";
 import type { Logger } from "../../runtime/logger";
-import type { CustomerRecord } from "../customer-record";
 import type { CustomerRegistry } from "../customer-registry";
 import { type Clock, nextPeriod, periodOf, systemClock } from "../periods";
-import type { BillingProvider } from "../provider/billing-provider";
+import type { BillingProvider, SubscriptionSpec } from "../provider/billing-provider";
 import { ensureTierBilling, type TierBilling } from "../provider/tier-billing";
 import type { TierCatalog } from "../tiers";
+import { offsetAt } from "../time-zone";
 
 export interface BillingSetupOptions {
   provider: BillingProvider;
@@ -110,7 +110,7 @@ export class BillingSetup {
       priceIds: prices,
       // A recorded subscription of another Stripe customer is not adopted.
       stripeSubscriptionId: request.stripeSubscriptionId ?? (sameCustomer ? record.stripe_subscription_id : null),
-      billingCycleAnchor: new Date(this.nextPeriodStart(record)),
+      ...this.anchorFor(record.time_zone),
     });
     if (subscription.stripeCustomerId !== customer.stripeCustomerId) {
       throw new AppError(
@@ -174,9 +174,31 @@ export class BillingSetup {
     };
   }
 
-  private nextPeriodStart(record: CustomerRecord): number {
-    const current = periodOf(this.now(), record.time_zone);
-    return nextPeriod(current, record.time_zone).start;
+  /**
+   * Where a new subscription's periods start: the customer's next calendar month. A zone whose
+   * offset is the same all year also gets Stripe's monthly anchor config (UTC day, clamped to the
+   * month's end, and time), so every later period starts at local midnight on the 1st as well;
+   * a zone with daylight saving keeps the single anchor (its later periods can be an hour off).
+   */
+  private anchorFor(timeZone: string): Pick<SubscriptionSpec, "billingCycleAnchor" | "billingCycleAnchorConfig"> {
+    let period = nextPeriod(periodOf(this.now(), timeZone), timeZone);
+    const next = new Date(period.start);
+    const offsets = new Set<number>();
+    for (let month = 0; month < 13; month++) {
+      offsets.add(offsetAt(period.start, timeZone));
+      period = nextPeriod(period, timeZone);
+    }
+    if (offsets.size > 1) return { billingCycleAnchor: next };
+    return {
+      billingCycleAnchor: next,
+      billingCycleAnchorConfig: {
+        // East of UTC the 1st begins on the previous UTC day: the month's last day, whichever it is.
+        dayOfMonth: next.getUTCDate() === 1 ? 1 : 31,
+        hour: next.getUTCHours(),
+        minute: next.getUTCMinutes(),
+        second: next.getUTCSeconds(),
+      },
+    };
   }
 
   private async allCustomerIds(): Promise<string[]> {
