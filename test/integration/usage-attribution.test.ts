@@ -97,11 +97,16 @@ describe("usage attribution from the key registry", () => {
       "kafka-unknown": row("key_unknown00000001", "", ""),
     });
 
-    const unknown = await pipeline.clickhouse.query({
-      query: "SELECT subject, calls FROM v_unknown_keys ORDER BY subject",
-      format: "JSONEachRow",
-    });
-    expect(await unknown.json()).toEqual([
+    // The rollup behind the view is written after the raw rows, by the same INSERT.
+    const unknownKeys = async () =>
+      (
+        await pipeline.clickhouse.query({
+          query: "SELECT subject, calls FROM v_unknown_keys ORDER BY subject",
+          format: "JSONEachRow",
+        })
+      ).json();
+    await waitFor("both unknown subjects in v_unknown_keys", async () => (await unknownKeys()).length === 2);
+    expect(await unknownKeys()).toEqual([
       { subject: "key_unknown00000001", calls: "1" },
       { subject: "nobody-knows-me", calls: "1" },
     ]);

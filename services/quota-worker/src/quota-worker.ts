@@ -152,18 +152,19 @@ export class QuotaWorker {
     ];
     await Promise.all(this.workers.map((worker) => worker.waitUntilReady()));
     await this.subscribe();
+    // BullMQ runs an `every` scheduler's first job at once: that is the start-up sweep (after a
+    // deploy, a tiers change or a crash). Tests that drive sweeps themselves push it one interval out.
+    const every = this.options.sweepIntervalMs ?? 60_000;
     await this.sweeps.upsertJobScheduler(
       SWEEP_SCHEDULER_ID,
-      { every: this.options.sweepIntervalMs ?? 60_000 },
+      { every, ...(this.options.sweepOnStart === false ? { startDate: Date.now() + every } : {}) },
       { name: "sweep", data: { reason: "scheduled" } },
     );
-    // A worker that starts (after a deploy, a tiers change or a crash) sweeps at once.
-    if (this.options.sweepOnStart !== false) await this.requestSweep("startup");
-    logger.info({ concurrency, sweep_interval_ms: this.options.sweepIntervalMs ?? 60_000 }, "quota worker started");
+    logger.info({ concurrency, sweep_interval_ms: every }, "quota worker started");
   }
 
   /** Enqueues a sweep now (deduplicated: at most one waiting). */
-  async requestSweep(reason: "startup" | "manual" = "manual"): Promise<void> {
+  async requestSweep(reason: "manual" = "manual"): Promise<void> {
     await this.sweeps.add("sweep", { reason }, { deduplication: { id: `sweep-${reason}` } });
   }
 
