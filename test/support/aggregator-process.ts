@@ -3,6 +3,7 @@ import { join } from "node:path";
 import type { TestPipeline } from "./pipeline";
 
 const MAIN = join(import.meta.dirname, "../../services/aggregator/src/main.ts");
+const CRASHING = join(import.meta.dirname, "crashing-aggregator.ts");
 
 const running = new Set<ChildProcess>();
 
@@ -12,8 +13,8 @@ export async function killAllAggregators(): Promise<void> {
 }
 
 /** The aggregator as a real process (so it can be SIGKILLed), configured for `pipeline`. */
-export function spawnAggregator(pipeline: TestPipeline, env: Record<string, string> = {}): ChildProcess {
-  const child = spawn(process.execPath, ["--import", "tsx", MAIN], {
+export function spawnAggregator(pipeline: TestPipeline, env: Record<string, string> = {}, entry = MAIN): ChildProcess {
+  const child = spawn(process.execPath, ["--import", "tsx", entry], {
     env: {
       ...process.env,
       KAFKA_BROKERS: (pipeline.kafkaBrokers ?? []).join(","),
@@ -53,4 +54,46 @@ export function stopGracefully(child: ChildProcess): Promise<number | null> {
     child.once("exit", (code) => resolve(code));
     child.kill("SIGTERM");
   });
+}
+
+export type CrashMoment = "before-insert" | "after-insert" | "after-mark";
+
+export interface CrashReport {
+  at: CrashMoment;
+  /** The partition of the batch it died on. */
+  partition: number;
+  /** `source\nid` (DedupWindow.member) of that batch's events. */
+  members: string[];
+  /** How the process ended: must be the SIGKILL it sent itself. */
+  signal: NodeJS.Signals | null;
+}
+
+/**
+ * An aggregator process that SIGKILLs itself at `at` on its `onBatch`-th batch with rows
+ * (test/support/crashing-aggregator.ts). `crashed` resolves once it is dead, with its report:
+ * the evidence that the moment was reached, rather than a kill that fell on an idle process.
+ */
+export function spawnCrashingAggregator(
+  pipeline: TestPipeline,
+  at: CrashMoment,
+  options: { onBatch?: number; env?: Record<string, string> } = {},
+): { child: ChildProcess; crashed: Promise<CrashReport> } {
+  const child = spawnAggregator(
+    pipeline,
+    { KEYMETER_CRASH_AT: at, KEYMETER_CRASH_ON_BATCH: String(options.onBatch ?? 1), ...options.env },
+    CRASHING,
+  );
+  let stderr = "";
+  child.stderr?.on("data", (chunk: Buffer) => {
+    stderr += chunk.toString();
+  });
+  const crashed = new Promise<CrashReport>((resolve, reject) => {
+    child.once("exit", (code, signal) => {
+      const line = /KEYMETER_CRASH (\{.*\})/.exec(stderr)?.[1];
+      if (!line) return reject(new Error(`aggregator exited (code ${code}, ${signal}) without crashing: ${stderr}`));
+      const report = JSON.parse(line) as Omit<CrashReport, "signal">;
+      resolve({ ...report, signal });
+    });
+  });
+  return { child, crashed };
 }

@@ -2,4 +2,4 @@ export { type AfterInsertHook, Aggregator, type AggregatorOptions, type StoredBa
 export { type AggregatorConfig, aggregatorConfigSchema } from "./config";
 export { DedupWindow } from "./dedup-window";
 export { AggregatorMetrics } from "./metrics";
-export type { UsageStore } from "./usage-store";
+export { ClickHouseUsageStore, type UsageStore } from "./usage-store";
