@@ -21,7 +21,7 @@ export interface IngestServer {
 /** The ingest API on a free loopback port, publishing to the pipeline's topic (or to `publisher`). */
 export async function startIngest(
   pipeline: TestPipeline,
-  options: { publisher?: UsageEventPublisher; maxBodyBytes?: number } = {},
+  options: { publisher?: UsageEventPublisher; maxBodyBytes?: number; ackTimeoutMs?: number } = {},
 ): Promise<IngestServer> {
   let producer: Producer | undefined;
   let publisher = options.publisher;
@@ -32,7 +32,7 @@ export async function startIngest(
       producer,
       pipeline.topics.events,
       new PartitionCount(pipeline.admin, pipeline.topics.events),
-      10_000,
+      options.ackTimeoutMs ?? 10_000,
     );
   }
   const app: FastifyInstance = buildIngestApp({
