@@ -71,7 +71,8 @@ export interface GatewayInstance {
 export class KeyStack {
   readonly prefix = `${uniqueName("keys")}:`;
   readonly keys: RedisKeys = redisKeys(this.prefix);
-  readonly redis: Redis = createRedis(services().redisUrl);
+  readonly redisUrl: string;
+  readonly redis: Redis;
   readonly logs = new LogCapture();
   readonly logger: Logger;
   readonly registry: KeyRegistry;
@@ -79,8 +80,12 @@ export class KeyStack {
   private readonly closers: Array<() => Promise<void>> = [];
   private upstreamUrl = "";
 
-  constructor(options: { tiers?: TierCatalog; mirror?: KeyMirror } = {}) {
+  constructor(options: { tiers?: TierCatalog; mirror?: KeyMirror; redisUrl?: string } = {}) {
+    this.redisUrl = options.redisUrl ?? services().redisUrl;
+    this.redis = createRedis(this.redisUrl);
     this.logger = createLogger("test", "debug", this.logs);
+    // A test may stop Redis: connection errors are logged, as a service's are.
+    this.redis.on("error", (error: Error) => this.logger.warn({ err: error.message }, "redis connection error"));
     this.registry = new KeyRegistry({
       redis: this.redis,
       keys: this.keys,
@@ -120,8 +125,9 @@ export class KeyStack {
     limiter: RateLimiterOptions = {},
   ): Promise<GatewayInstance> {
     const upstream = await this.upstream();
-    const redis = createRedis(services().redisUrl);
-    const subscriber = createRedis(services().redisUrl);
+    const redis = createRedis(this.redisUrl);
+    redis.on("error", (error: Error) => this.logger.warn({ err: error.message }, "redis connection error"));
+    const subscriber = createRedis(this.redisUrl);
     const cache = new KeyCache({ redis, subscriber, keys: this.keys, logger: this.logger });
     await cache.start();
     const sink = new MemorySink();
