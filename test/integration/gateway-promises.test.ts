@@ -41,11 +41,12 @@ describe("gateway promises (real Redis)", () => {
     stacks.push(s);
     const redis = createRedis(services().redisUrl);
     const subscriber = createRedis(services().redisUrl);
+    // The key exists before the cache subscribes, so its creation message cannot race the test.
+    const { secret } = await s.registry.create({ customer_id: "cus_1", tier: "free" });
     let clock = Date.now();
     const cache = new KeyCache({ redis, subscriber, keys: s.keys, logger: s.logger, now: () => clock });
     await cache.start();
     try {
-      const { secret } = await s.registry.create({ customer_id: "cus_1", tier: "free" });
       const hash = hashSecret(secret);
       // Hide the key's hash index entry: for the cache, an unknown hash.
       const hidden = `${s.prefix}hidden`;
