@@ -30,11 +30,11 @@ import {
   createClickHouse,
   createKafka,
   ensureTopics,
-  quoteString,
   runMigrations,
   topicNames,
 } from "@keymeter/shared/stores";
 import { z } from "zod";
+import { smokeRoutesQuery } from "./smoke-query";
 
 const ROOT = join(import.meta.dirname, "../..");
 
@@ -158,7 +158,7 @@ runService("pipeline", async () => {
     let rows: Array<{ route: string; requests: string }> = [];
     while (Date.now() < deadline) {
       const result = await clickhouse.query({
-        query: `SELECT route, sum(requests) AS requests FROM usage_daily WHERE key_id = ${quoteString(key.id)} GROUP BY route ORDER BY route`,
+        query: smokeRoutesQuery(key.id),
         format: "JSONEachRow",
       });
       rows = await result.json();

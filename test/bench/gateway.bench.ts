@@ -4,30 +4,44 @@
  * gateway and load generator are separate processes (as in production, they do not share
  * an event loop). Prints `name: value` lines:
  *
- *   gateway_overhead_p50_ms / _p99_ms  latency the reference proxy adds (its own HTTP hop included),
- *                                      sequential requests, with rate-limit leases (RATE_LIMIT_LEASE_MS, 100)
+ *   bare_proxy_p50_ms / _p99_ms        the peer: a bare reverse proxy on the same HTTP stack (node:http,
+ *                                      keep-alive agent, streamed bodies; no key check, limit or emit)
+ *   gateway_added_p99_ms               gateway p99 minus bare proxy p99, same run: what keymeter adds
+ *   gateway_overhead_p50_ms / _p99_ms  latency the reference proxy adds over the bare upstream (its own
+ *                                      HTTP hop included), sequential requests, rate-limit leases (100 ms)
  *   middleware_p50_ms / _p99_ms        time in Gateway.check on a cache hit (auth, scope, IP, quota flag,
  *                                      rate limit), measured inside the gateway process
- *   check_in_process_us_per_request    Gateway.check on a cache hit called in a loop: the logic's CPU cost
+ *   check_in_process_cpu_us_per_request  Gateway.check on a cache hit called in a loop: CPU time
+ *                                      (process.cpuUsage), not wall-clock
  *   gateway_no_lease_*                 the same with leases off: one Redis round trip per request
- *   upstream_rps / gateway_rps         throughput at BENCH_CONCURRENCY requests in flight
+ *   gateway_kafka_shipped_*            the gateway with the real Kafka emitter (a bench topic) and the
+ *                                      shipped tiers (a key on `enterprise`, 1,000 requests/s: its
+ *                                      throughput phase meets the rate limit, and the 429s are counted)
+ *   upstream_rps / bare_proxy_rps / gateway_rps  throughput at BENCH_CONCURRENCY requests in flight
+ *
+ * The other gateway variants emit to a counting sink (no emit cost) and use a tier of
+ * 1,000,000 requests/s (no Redis call on a lease hit): they isolate the check itself.
  *
  * Bounded: BENCH_LATENCY_REQUESTS (default 3000) sequential requests per target and
  * BENCH_THROUGHPUT_REQUESTS (default 8000) per target, each throughput phase capped at 5 s.
  */
 import { type ChildProcess, fork } from "node:child_process";
+import { mkdtempSync } from "node:fs";
 import { Agent, createServer, IncomingMessage, request } from "node:http";
 import { Socket } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { performance } from "node:perf_hooks";
 import { fileURLToPath } from "node:url";
 import { createGatewayProxy, type Decision, Gateway, KeyCache, RateLimiter } from "@keymeter/gateway";
 import { KeyRegistry } from "@keymeter/shared/api-keys";
-import { parseTiers } from "@keymeter/shared/billing";
+import { loadTiers, parseTiers, type TierCatalog } from "@keymeter/shared/billing";
 import { createLogger } from "@keymeter/shared/runtime";
-import { createRedis, redisKeys } from "@keymeter/shared/stores";
-import type { UsageEventInput, UsageEventSink } from "@keymeter/shared/usage";
+import { createKafka, createRedis, ensureTopics, redisKeys, topicNames } from "@keymeter/shared/stores";
+import { KafkaEmitter, type UsageEventInput, type UsageEventSink } from "@keymeter/shared/usage";
 
 const REDIS_URL = process.env.REDIS_URL ?? "redis://127.0.0.1:6379";
+const KAFKA_BROKERS = (process.env.KAFKA_BROKERS ?? "127.0.0.1:9092").split(",");
 const LATENCY_REQUESTS = Number(process.env.BENCH_LATENCY_REQUESTS ?? 3000);
 const THROUGHPUT_REQUESTS = Number(process.env.BENCH_THROUGHPUT_REQUESTS ?? 8000);
 const CONCURRENCY = Number(process.env.BENCH_CONCURRENCY ?? 32);
@@ -69,8 +83,44 @@ async function runUpstream(): Promise<void> {
   });
 }
 
-async function runGateway(prefix: string, upstream: string, leaseMs: number): Promise<void> {
+/** The peer: a reverse proxy on the same HTTP stack as the gateway's, doing nothing else. */
+async function runBareProxy(upstream: string): Promise<void> {
+  const target = new URL(upstream);
+  const agent = new Agent({ keepAlive: true, maxSockets: 256 });
+  const server = createServer((req, res) => {
+    const outgoing = request(
+      { agent, host: target.hostname, port: target.port, method: req.method, path: req.url, headers: req.headers },
+      (answer) => {
+        res.writeHead(answer.statusCode ?? 502, answer.headers);
+        answer.pipe(res);
+      },
+    );
+    outgoing.on("error", () => res.writeHead(502).end());
+    req.pipe(outgoing);
+  });
+  server.keepAliveTimeout = 60_000;
+  server.listen(0, "127.0.0.1", () => {
+    const address = server.address();
+    process.send?.({ port: typeof address === "object" && address ? address.port : 0 });
+  });
+}
+
+async function runGateway(prefix: string, upstream: string, leaseMs: number, variant = "bench"): Promise<void> {
   const logger = createLogger("bench-gateway", "warn");
+  // `shipped`: the real Kafka emitter and the project's default tiers, as a deployment runs.
+  let sink: UsageEventSink = new CountingSink();
+  let tiers: TierCatalog = TIERS;
+  if (variant === "shipped") {
+    const emitter = new KafkaEmitter({
+      kafka: createKafka(KAFKA_BROKERS, "bench-gateway", logger),
+      topic: topicNames(prefix.replace(/:$/, ".")).events,
+      logger,
+      spoolDir: mkdtempSync(join(tmpdir(), "bench-gateway-spool-")),
+    });
+    await emitter.start();
+    sink = emitter;
+    tiers = loadTiers();
+  }
   const keys = redisKeys(prefix);
   const redis = createRedis(REDIS_URL);
   const subscriber = createRedis(REDIS_URL);
@@ -89,8 +139,8 @@ async function runGateway(prefix: string, upstream: string, leaseMs: number): Pr
   const gateway = new TimedGateway({
     cache,
     limiter: new RateLimiter(redis, keys, { leaseMs, logger }),
-    tiers: TIERS,
-    sink: new CountingSink(),
+    tiers,
+    sink,
     logger,
     source: "bench",
   });
@@ -157,24 +207,31 @@ async function latencies(
   return out.sort((a, b) => a - b);
 }
 
-async function throughput(port: number, headers: Record<string, string>): Promise<number> {
+/** Answers per second at CONCURRENCY in flight; `limited` counts 429s where a rate limit is expected. */
+async function throughput(
+  port: number,
+  headers: Record<string, string>,
+  allowRateLimited = false,
+): Promise<{ rps: number; limited: number }> {
   const agent = new Agent({ keepAlive: true, maxSockets: CONCURRENCY });
   let sent = 0;
   let done = 0;
+  let limited = 0;
   const started = performance.now();
   const deadline = started + PHASE_CAP_MS;
   const worker = async () => {
     while (sent < THROUGHPUT_REQUESTS && performance.now() < deadline) {
       sent++;
       const status = await get(agent, port, headers);
-      if (status !== 200) throw new Error(`unexpected status ${status}`);
+      if (status === 429 && allowRateLimited) limited++;
+      else if (status !== 200) throw new Error(`unexpected status ${status}`);
       done++;
     }
   };
   await Promise.all(Array.from({ length: CONCURRENCY }, worker));
   const seconds = (performance.now() - started) / 1000;
   agent.destroy();
-  return done / seconds;
+  return { rps: done / seconds, limited };
 }
 
 /**
@@ -204,9 +261,10 @@ async function inProcessCheck(prefix: string, secret: string): Promise<number> {
     });
     const calls = 20_000;
     for (let i = 0; i < 2_000; i++) await gateway.check(request);
-    const started = performance.now();
+    const cpu = process.cpuUsage();
     for (let i = 0; i < calls; i++) await gateway.check(request);
-    return ((performance.now() - started) / calls) * 1000;
+    const used = process.cpuUsage(cpu);
+    return (used.user + used.system) / calls;
   } finally {
     await Promise.all([redis.quit(), subscriber.quit()]);
   }
@@ -216,45 +274,73 @@ async function main(): Promise<void> {
   const prefix = `bench_gateway_${Date.now().toString(36)}_${process.pid}:`;
   const redis = createRedis(REDIS_URL);
   const logger = createLogger("bench", "warn");
-  const registry = new KeyRegistry({ redis, keys: redisKeys(prefix), tiers: TIERS, logger });
+  const shippedTiers = loadTiers();
+  const registry = new KeyRegistry({
+    redis,
+    keys: redisKeys(prefix),
+    tiers: parseTiers({ tiers: [...TIERS.list(), ...shippedTiers.list()] }),
+    logger,
+  });
+  const kafka = createKafka(KAFKA_BROKERS, "bench-gateway-main", logger);
+  const admin = kafka.admin();
+  await admin.connect();
+  const topics = topicNames(prefix.replace(/:$/, "."));
+  await ensureTopics(admin, topics, { partitions: 3 });
   const children: ChildProcess[] = [];
   try {
     const { secret } = await registry.create({ customer_id: "bench", tier: "bench" });
+    const { secret: shippedSecret } = await registry.create({ customer_id: "bench", tier: "enterprise" });
     const upstream = await child("upstream");
     children.push(upstream.process);
-    const gateway = await child("gateway", prefix, `http://127.0.0.1:${upstream.port}`, String(LEASE_MS));
+    const upstreamUrl = `http://127.0.0.1:${upstream.port}`;
+    const bareProxy = await child("bare-proxy", upstreamUrl);
+    children.push(bareProxy.process);
+    const gateway = await child("gateway", prefix, upstreamUrl, String(LEASE_MS));
     children.push(gateway.process);
-    const direct = await child("gateway", prefix, `http://127.0.0.1:${upstream.port}`, "0");
+    const direct = await child("gateway", prefix, upstreamUrl, "0");
     children.push(direct.process);
+    const shipped = await child("gateway", prefix, upstreamUrl, String(LEASE_MS), "shipped");
+    children.push(shipped.process);
     const headers = { authorization: `Bearer ${secret}` };
+    const shippedHeaders = { authorization: `Bearer ${shippedSecret}` };
     const agent = new Agent({ keepAlive: true, maxSockets: 1 });
 
     // Warm up every path (JIT, connections, the key cache), then measure in alternating rounds.
-    for (const port of [upstream.port, gateway.port, direct.port]) await latencies(agent, port, headers, 500);
+    for (const port of [upstream.port, bareProxy.port, gateway.port, direct.port]) {
+      await latencies(agent, port, headers, 500);
+    }
+    await latencies(agent, shipped.port, shippedHeaders, 500);
     await ask(gateway.process, "reset");
     await ask(direct.process, "reset");
-    // One request to each target in turn, so all three see the same background noise.
+    // One request to each target in turn, so all see the same background noise. The shipped
+    // variant's sequential rate stays far under its tier's 1,000 requests/s.
     const bare: number[] = [];
+    const bareProxied: number[] = [];
     const leased: number[] = [];
     const perRequest: number[] = [];
-    const targets: Array<[number, number[]]> = [
-      [upstream.port, bare],
-      [gateway.port, leased],
-      [direct.port, perRequest],
+    const shippedSamples: number[] = [];
+    const targets: Array<[number, number[], Record<string, string>]> = [
+      [upstream.port, bare, headers],
+      [bareProxy.port, bareProxied, headers],
+      [gateway.port, leased, headers],
+      [direct.port, perRequest, headers],
+      [shipped.port, shippedSamples, shippedHeaders],
     ];
     for (let i = 0; i < LATENCY_REQUESTS; i++) {
-      for (const [port, samples] of targets) samples.push(...(await latencies(agent, port, headers, 1)));
+      for (const [port, samples, auth] of targets) samples.push(...(await latencies(agent, port, auth, 1)));
     }
-    for (const list of [bare, leased, perRequest]) list.sort((a, b) => a - b);
+    for (const [, list] of targets) list.sort((a, b) => a - b);
     type Stats = { stats: { p50: number; p99: number; count: number } };
     const { stats } = await ask<Stats>(gateway.process, "stats");
     const { stats: directStats } = await ask<Stats>(direct.process, "stats");
     agent.destroy();
 
     const checkUs = await inProcessCheck(prefix, secret);
-    const upstreamRps = await throughput(upstream.port, headers);
-    const gatewayRps = await throughput(gateway.port, headers);
-    const directRps = await throughput(direct.port, headers);
+    const upstreamRps = (await throughput(upstream.port, headers)).rps;
+    const bareProxyRps = (await throughput(bareProxy.port, headers)).rps;
+    const gatewayRps = (await throughput(gateway.port, headers)).rps;
+    const directRps = (await throughput(direct.port, headers)).rps;
+    const shippedRun = await throughput(shipped.port, shippedHeaders, true);
 
     const ms = (value: number) => value.toFixed(3);
     const lines: Array<[string, string]> = [
@@ -262,25 +348,38 @@ async function main(): Promise<void> {
       ["rate_limit_lease_ms", String(LEASE_MS)],
       ["upstream_p50_ms", ms(percentile(bare, 50))],
       ["upstream_p99_ms", ms(percentile(bare, 99))],
+      ["bare_proxy_p50_ms", ms(percentile(bareProxied, 50))],
+      ["bare_proxy_p99_ms", ms(percentile(bareProxied, 99))],
       ["gateway_p50_ms", ms(percentile(leased, 50))],
       ["gateway_p99_ms", ms(percentile(leased, 99))],
+      ["gateway_added_p50_ms", ms(percentile(leased, 50) - percentile(bareProxied, 50))],
+      ["gateway_added_p99_ms", ms(percentile(leased, 99) - percentile(bareProxied, 99))],
       ["gateway_overhead_p50_ms", ms(percentile(leased, 50) - percentile(bare, 50))],
       ["gateway_overhead_p99_ms", ms(percentile(leased, 99) - percentile(bare, 99))],
+      ["gateway_kafka_shipped_p50_ms", ms(percentile(shippedSamples, 50))],
+      ["gateway_kafka_shipped_p99_ms", ms(percentile(shippedSamples, 99))],
+      ["gateway_kafka_shipped_added_p99_ms", ms(percentile(shippedSamples, 99) - percentile(bareProxied, 99))],
       ["middleware_p50_ms", ms(stats.p50)],
       ["middleware_p99_ms", ms(stats.p99)],
-      ["check_in_process_us_per_request", checkUs.toFixed(1)],
+      ["check_in_process_cpu_us_per_request", checkUs.toFixed(1)],
       ["gateway_no_lease_overhead_p50_ms", ms(percentile(perRequest, 50) - percentile(bare, 50))],
       ["gateway_no_lease_overhead_p99_ms", ms(percentile(perRequest, 99) - percentile(bare, 99))],
       ["middleware_no_lease_p50_ms", ms(directStats.p50)],
       ["middleware_no_lease_p99_ms", ms(directStats.p99)],
       ["concurrency", String(CONCURRENCY)],
       ["upstream_rps", upstreamRps.toFixed(0)],
+      ["bare_proxy_rps", bareProxyRps.toFixed(0)],
       ["gateway_rps", gatewayRps.toFixed(0)],
+      ["gateway_rps_vs_bare_proxy", (gatewayRps / bareProxyRps).toFixed(2)],
       ["gateway_no_lease_rps", directRps.toFixed(0)],
+      ["gateway_kafka_shipped_rps", shippedRun.rps.toFixed(0)],
+      ["gateway_kafka_shipped_rate_limited", String(shippedRun.limited)],
     ];
     for (const [name, value] of lines) process.stdout.write(`${name}: ${value}\n`);
   } finally {
     for (const proc of children) proc.kill();
+    await admin.deleteTopics({ topics: [topics.events, topics.deadLetter] }).catch(() => undefined);
+    await admin.disconnect();
     const found = await redis.keys(`${prefix}*`);
     if (found.length > 0) await redis.del(...found);
     await redis.quit();
@@ -289,7 +388,8 @@ async function main(): Promise<void> {
 
 const [role, ...args] = process.argv.slice(2);
 if (role === "upstream") void runUpstream();
-else if (role === "gateway") void runGateway(args[0] ?? "", args[1] ?? "", Number(args[2] ?? 0));
+else if (role === "bare-proxy") void runBareProxy(args[0] ?? "");
+else if (role === "gateway") void runGateway(args[0] ?? "", args[1] ?? "", Number(args[2] ?? 0), args[3]);
 else
   main().catch((error: unknown) => {
     process.stderr.write(`bench: ${error instanceof Error ? error.message : String(error)}\n`);

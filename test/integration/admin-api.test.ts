@@ -199,4 +199,43 @@ describe("admin API (real Redis)", () => {
     expect(stack.logs.text).toContain("req-500");
     expect(stack.logs.text).toContain("admin request failed");
   });
+
+  it("sets key aliases on create and update: unique across keys, never secret-shaped", async () => {
+    const { app, stack } = admin();
+    const post = (payload: object) =>
+      app.inject({ method: "POST", url: "/v1/keys", headers: auth(BOOTSTRAP), payload });
+    const first = await post({ customer_id: "c", tier: "free", aliases: ["kong-acme", "gw2:key/42"] });
+    expect(first.statusCode).toBe(201);
+    const firstKey = first.json<{ key: { id: string; aliases: string[] } }>().key;
+    expect(firstKey.aliases).toEqual(["kong-acme", "gw2:key/42"]);
+    expect(await stack.redis.get(stack.keys.keyAlias("kong-acme"))).toBe(firstKey.id);
+
+    const taken = await post({ customer_id: "c", tier: "free", aliases: ["kong-acme"] });
+    expect(taken.statusCode).toBe(409);
+    expect(taken.json<ErrorBody>().error.message).toContain(`"kong-acme" already belongs to key ${firstKey.id}`);
+    for (const alias of ["km_live_abc", "key_abcdefgh12", "two words"]) {
+      const refused = await post({ customer_id: "c", tier: "free", aliases: [alias] });
+      expect(refused.statusCode, alias).toBe(400);
+      expect(refused.json<ErrorBody>().error.message).toContain("aliases.0:");
+    }
+
+    const second = await post({ customer_id: "c", tier: "pro" });
+    const secondId = second.json<{ key: { id: string } }>().key.id;
+    const moved = await app.inject({
+      method: "PATCH",
+      url: `/v1/keys/${firstKey.id}`,
+      headers: auth(BOOTSTRAP),
+      payload: { aliases: ["gw2:key/42"] },
+    });
+    expect(moved.json()).toMatchObject({ key: { aliases: ["gw2:key/42"] } });
+    expect(await stack.redis.get(stack.keys.keyAlias("kong-acme"))).toBeNull();
+    const claimed = await app.inject({
+      method: "PATCH",
+      url: `/v1/keys/${secondId}`,
+      headers: auth(BOOTSTRAP),
+      payload: { aliases: ["kong-acme"] },
+    });
+    expect(claimed.statusCode).toBe(200);
+    expect(await stack.redis.get(stack.keys.keyAlias("kong-acme"))).toBe(secondId);
+  });
 });

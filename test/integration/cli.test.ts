@@ -91,4 +91,18 @@ describe("keymeter CLI (real Redis)", () => {
     const help = await keymeter(stack, "keys", "--help");
     expect(help.out).toContain("rotate");
   });
+
+  it("sets, replaces and removes key aliases", async () => {
+    const stack = new KeyStack();
+    stacks.push(stack);
+    const created = await keymeter(stack, "keys", "create", "--customer", "c", "--tier", "free", "--alias", "kong-1");
+    expect(created.code).toBe(0);
+    const id = (created.json() as { key: { id: string; aliases: string[] } }).key.id;
+    expect(created.json()).toMatchObject({ key: { aliases: ["kong-1"] } });
+    const replaced = await keymeter(stack, "keys", "update", id, "--alias", "kong-2", "--alias", "kong-3");
+    expect(replaced.json()).toMatchObject({ aliases: ["kong-2", "kong-3"] });
+    const removed = await keymeter(stack, "keys", "update", id, "--no-aliases");
+    expect(removed.json()).toMatchObject({ aliases: [] });
+    expect(await stack.redis.get(stack.keys.keyAlias("kong-2"))).toBeNull();
+  });
 });

@@ -1,4 +1,5 @@
-import { mkdtemp, writeFile } from "node:fs/promises";
+import { createHash } from "node:crypto";
+import { mkdtemp, readFile, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { MIGRATIONS_DIR } from "@keymeter/clickhouse-schema";
@@ -10,6 +11,7 @@ import {
   toDateTime,
 } from "@keymeter/shared/stores";
 import { afterAll, describe, expect, it } from "vitest";
+import { migrationsBefore0005, ORIGINAL_0004 } from "../support/migration-fixtures";
 import { services, uniqueName } from "../support/services";
 
 function connection(database: string): ClickHouseConnection {
@@ -111,6 +113,64 @@ describe("ClickHouse migrations (real server)", () => {
     await runMigrations(connection(db), { dir });
     await writeFile(join(dir, "0001_t.sql"), "CREATE TABLE IF NOT EXISTS t (x UInt16) ENGINE = Memory;\n");
     await expect(runMigrations(connection(db), { dir })).rejects.toThrow("0001_t was changed after it was applied");
+  });
+
+  it("accepts an applied text that the edited migration names, and nothing else", async () => {
+    const db = freshDatabase();
+    const dir = await mkdtemp(join(tmpdir(), "migrations-"));
+    const first = "CREATE TABLE IF NOT EXISTS t (x UInt8) ENGINE = Memory;\n";
+    const sha = (text: string) => createHash("sha256").update(text).digest("hex");
+    await writeFile(join(dir, "0001_t.sql"), first);
+    await runMigrations(connection(db), { dir });
+
+    const second = `-- @replaces-checksum ${sha(first)}\nCREATE TABLE IF NOT EXISTS t (x UInt8) ENGINE = Memory;\n`;
+    await writeFile(join(dir, "0001_t.sql"), second);
+    expect(await runMigrations(connection(db), { dir })).toMatchObject({ applied: [], alreadyApplied: ["0001_t"] });
+
+    // Gates are kept by statement index, which the earlier text may number differently.
+    const gatedDb = freshDatabase();
+    const gated = "-- @requires clickhouse >= 999.0\nCREATE TABLE IF NOT EXISTS g (x UInt8) ENGINE = Memory;\n";
+    await writeFile(join(dir, "0001_t.sql"), gated);
+    expect((await runMigrations(connection(gatedDb), { dir })).skippedStatements).toBe(1);
+    await writeFile(join(dir, "0001_t.sql"), `-- @replaces-checksum ${sha(gated)}\n${gated}`);
+    await expect(runMigrations(connection(gatedDb), { dir })).rejects.toThrow(
+      "0001_t was applied under an earlier text with statements still waiting for a newer server",
+    );
+
+    // A text that names some other earlier text is still an edit.
+    await writeFile(join(dir, "0001_t.sql"), `-- @replaces-checksum ${sha(second)}\n${first}`);
+    await expect(runMigrations(connection(db), { dir })).rejects.toThrow("0001_t was changed after it was applied");
+  });
+
+  it("keeps a database that applied the first 0004 valid and gives it 0005's v_key_monthly", async () => {
+    // The fixture is the text 0004 says it replaces.
+    const original = createHash("sha256")
+      .update(await readFile(ORIGINAL_0004))
+      .digest("hex");
+    const current = await readFile(join(MIGRATIONS_DIR, "0004_dashboard_views.sql"), "utf8");
+    expect(current).toContain(`-- @replaces-checksum ${original}\n`);
+
+    const db = freshDatabase();
+    const before = await runMigrations(connection(db), { dir: await migrationsBefore0005() });
+    expect(before.applied).toContain("0004_dashboard_views");
+    const upgrade = await runMigrations(connection(db), { dir: MIGRATIONS_DIR });
+    expect(upgrade.applied).toEqual(["0005_key_monthly_view_aliases", "0006_key_aliases_unknown_keys"]);
+    expect(upgrade.alreadyApplied).toContain("0004_dashboard_views");
+
+    const client = createClickHouse(connection(db));
+    const definition = await (
+      await client.query({ query: "SHOW CREATE TABLE v_key_monthly", format: "JSONEachRow" })
+    ).json<{ statement: string }>();
+    expect(definition[0]?.statement).toContain("AS keys_now");
+    await client.insert({
+      table: "api_keys",
+      values: [{ key_id: "key_abcdefgh", name: "n", state: "active", version: 1 }],
+      format: "JSONEachRow",
+    });
+    expect(
+      await (await client.query({ query: "SELECT key_id, key_name FROM v_key_monthly", format: "JSONEachRow" })).json(),
+    ).toEqual([]);
+    await client.close();
   });
 
   it("skips statements gated on a newer server and names a failing statement", async () => {

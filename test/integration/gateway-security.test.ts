@@ -1,3 +1,4 @@
+import { type IncomingHttpHeaders, request } from "node:http";
 import { GatewayMetrics } from "@keymeter/gateway";
 import { generateSecret, hashSecret, keyChecksum } from "@keymeter/shared/api-keys";
 import { afterEach, describe, expect, it } from "vitest";
@@ -338,5 +339,166 @@ describe("gateway security: shared limits and secrecy", () => {
         expect(text.includes(secret.slice(8, 30)), `part of a secret appears in ${place}`).toBe(false);
       }
     }
+  });
+});
+
+/** One request with exactly these raw path and headers (fetch would normalize both). */
+function rawCall(
+  base: string,
+  path: string,
+  headers: Record<string, string>,
+  method = "GET",
+): Promise<{ status: number; headers: IncomingHttpHeaders }> {
+  const url = new URL(base);
+  return new Promise((resolve, reject) => {
+    const req = request({ host: url.hostname, port: url.port, path, method, headers }, (res) => {
+      res.resume();
+      res.on("end", () => resolve({ status: res.statusCode ?? 0, headers: res.headers }));
+    });
+    req.on("error", reject);
+    req.end();
+  });
+}
+
+describe("gateway security: what reaches the upstream", () => {
+  it("strips client headers that fold (case, _ and -) into ours, method/URL overrides, and sets its own request id", async () => {
+    const s = stack();
+    const gw = await s.gateway();
+    const { key, secret } = await s.registry.create({ customer_id: "cus_real", tier: "fast", scope: "read-only" });
+    const response = await rawCall(gw.url, "/v1/things", {
+      ...bearer(secret),
+      X_Keymeter_Customer_Id: "cus_victim",
+      "X-KEYMETER-TIER": "enterprise",
+      x_keymeter_key_id: "key_victim",
+      "X-HTTP-Method-Override": "DELETE",
+      "X-HTTP-Method": "DELETE",
+      "X-Method-Override": "DELETE",
+      "X-Original-URL": "/admin/keys",
+      X_Original_URL: "/admin/keys",
+      "X-Rewrite-URL": "/admin/keys",
+      "X-Request-Id": "client-chosen-1",
+      X_Request_Id: "client-chosen-2",
+      X_Forwarded_For: "10.9.9.9",
+      X_Api_Key: "km_live_not_a_key",
+      "X-Client-Request-Id": "forged",
+      "X-Other": "kept",
+    });
+    expect(response.status).toBe(200);
+    const seen = s.upstreamRequests.at(-1);
+    expect(seen?.method).toBe("GET");
+    const names = Object.keys(seen?.headers ?? {});
+    const folded = (name: string) => name.toLowerCase().replaceAll("_", "-");
+    const overrides = [
+      "x-http-method-override",
+      "x-http-method",
+      "x-method-override",
+      "x-original-url",
+      "x-rewrite-url",
+    ];
+    expect(names.filter((name) => overrides.includes(folded(name)))).toEqual([]);
+    // Exactly one header per name we set, after folding: the gateway's.
+    for (const ours of [
+      "x-keymeter-customer-id",
+      "x-keymeter-tier",
+      "x-keymeter-key-id",
+      "x-request-id",
+      "x-forwarded-for",
+    ]) {
+      expect(
+        names.filter((name) => folded(name) === ours),
+        ours,
+      ).toEqual([ours]);
+    }
+    expect(names.filter((name) => folded(name) === "x-api-key")).toEqual([]);
+    expect(seen?.headers["x-keymeter-customer-id"]).toBe("cus_real");
+    expect(seen?.headers["x-keymeter-tier"]).toBe("fast");
+    expect(seen?.headers["x-keymeter-key-id"]).toBe(key.id);
+    expect(seen?.headers["x-forwarded-for"]).toBe("127.0.0.1");
+    expect(seen?.headers["x-request-id"]).toBe(response.headers["x-request-id"]);
+    expect(seen?.headers["x-request-id"]).not.toMatch(/client-chosen/);
+    expect(seen?.headers["x-client-request-id"]).toBe("client-chosen-1");
+    expect(seen?.headers["x-other"]).toBe("kept");
+    const event = await pollUntil(() => gw.sink.forKey(key.id)[0], { what: "the event" });
+    expect(event.id).toBe(response.headers["x-request-id"]);
+  });
+
+  it("refuses matrix parameters, trailing dots and spaces and double encoding before any scope check", async () => {
+    const s = stack();
+    const gw = await s.gateway();
+    const readWrite = await s.registry.create({ customer_id: "c", tier: "fast", scope: "read-write" });
+    const reports = await s.registry.create({
+      customer_id: "c",
+      tier: "fast",
+      scope: "read-write",
+      routes: ["/v1/reports"],
+    });
+    const cases: Array<[string, string]> = [
+      [readWrite.secret, "/admin;x"],
+      [readWrite.secret, "/admin;x/keys"],
+      [readWrite.secret, "/v1/..;/admin"],
+      [readWrite.secret, "/admin."],
+      [readWrite.secret, "/admin./keys"],
+      [readWrite.secret, "/admin%2e"],
+      [readWrite.secret, "/admin%20"],
+      [readWrite.secret, "/admin%20/keys"],
+      [readWrite.secret, "/%2561dmin"],
+      [readWrite.secret, "/%252561dmin"],
+      [readWrite.secret, "/admin%09"],
+      [reports.secret, "/v1/reports/..;/users"],
+    ];
+    const statuses: Record<string, number> = {};
+    for (const [secret, path] of cases) statuses[path] = (await rawCall(gw.url, path, bearer(secret))).status;
+    expect(statuses).toEqual(Object.fromEntries(cases.map(([, path]) => [path, 400])));
+    expect(s.upstreamRequests).toEqual([]);
+    // Ordinary dots and spaces inside segments still pass.
+    expect((await rawCall(gw.url, "/v1/reports/q1.pdf", bearer(reports.secret))).status).toBe(200);
+    expect((await rawCall(gw.url, "/v1/a%20b/c", bearer(readWrite.secret))).status).toBe(200);
+  });
+
+  it("stores route prefixes in canonical form, so an encoded prefix matches and a trick prefix is refused", async () => {
+    const s = stack();
+    const gw = await s.gateway();
+    const { key, secret } = await s.registry.create({
+      customer_id: "c",
+      tier: "fast",
+      scope: "read-write",
+      routes: ["/v1/%72eports/", "//v2//exports"],
+    });
+    expect(key.routes).toEqual(["/v1/reports", "/v2/exports"]);
+    expect((await s.registry.show(key.id)).routes).toEqual(["/v1/reports", "/v2/exports"]);
+    expect((await rawCall(gw.url, "/v1/reports/7", bearer(secret))).status).toBe(200);
+    expect((await rawCall(gw.url, "/v1/%72eports/7", bearer(secret))).status).toBe(200);
+    expect((await rawCall(gw.url, "/v2/exports", bearer(secret))).status).toBe(200);
+    expect((await rawCall(gw.url, "/v1/users", bearer(secret))).status).toBe(403);
+    for (const prefix of ["/v1/reports;x", "/v1/%2561", "/v1/reports.", "/v1/reports%20", "/v1/%2e%2e/admin"]) {
+      await expect(s.registry.create({ customer_id: "c", tier: "fast", routes: [prefix] }), prefix).rejects.toThrow(
+        /path prefix/,
+      );
+    }
+  });
+});
+
+describe("gateway security: refusals are not free", () => {
+  it("counts refusals of a known key against its rate limit and records them under a fixed route", async () => {
+    const s = stack();
+    const gw = await s.gateway();
+    // Burst 4, then one request per 10 s: exactly 4 refusals can be 403, the rest are 429.
+    const { key, secret } = await s.registry.create({ customer_id: "c", tier: "slow", scope: "read-only" });
+    const statuses: number[] = [];
+    for (let i = 0; i < 20; i++) {
+      const path = `/v1/junk-${i}-${Math.random().toString(36).slice(2)}`;
+      statuses.push((await rawCall(gw.url, path, bearer(secret), "POST")).status);
+    }
+    expect(statuses).toEqual([...Array(4).fill(403), ...Array(16).fill(429)]);
+    // The budget is spent: an allowed request now waits too.
+    expect((await rawCall(gw.url, "/v1/things", bearer(secret))).status).toBe(429);
+    // A refused bad path of a known key counts as well.
+    expect((await rawCall(gw.url, "/admin;x", bearer(secret))).status).toBe(429);
+    const events = await pollUntil(() => gw.sink.forKey(key.id).length === 22 && gw.sink.forKey(key.id), {
+      what: "22 events",
+    });
+    expect(new Set(events.map((e) => e.data.route))).toEqual(new Set(["/:refused"]));
+    expect(events.every((e) => e.data.units === 0)).toBe(true);
+    expect(s.upstreamRequests).toEqual([]);
   });
 });

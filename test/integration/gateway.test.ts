@@ -52,7 +52,9 @@ describe("gateway (reference proxy, real Redis)", () => {
     });
     expect(response.status).toBe(200);
     expect(response.body).toEqual({ ok: true, path: "/v1/users/42/orders?limit=5" });
-    expect(response.headers.get("x-request-id")).toBe("req-123");
+    // The request id is the gateway's own; the client's goes on as X-Client-Request-Id.
+    const requestId = response.headers.get("x-request-id");
+    expect(requestId).toMatch(/^[0-9a-f-]{36}$/);
     expect(response.headers.get("ratelimit-limit")).toBe("10");
     expect(Number(response.headers.get("ratelimit-remaining"))).toBe(9);
     expect(response.headers.get("ratelimit-reset")).toMatch(/^\d+$/);
@@ -63,11 +65,14 @@ describe("gateway (reference proxy, real Redis)", () => {
     expect(seen?.headers["x-keymeter-customer-id"]).toBe("cus_1");
     expect(seen?.headers["x-keymeter-tier"]).toBe("free");
     expect(seen?.headers["x-keymeter-scope"]).toBeUndefined();
+    expect(seen?.headers["x-request-id"]).toBe(requestId);
+    expect(seen?.headers["x-client-request-id"]).toBe("req-123");
     expect(seen?.body).toBe('{"hello":"world"}');
 
     const event = await pollUntil(() => gw.sink.forKey(key.id)[0], { what: "the usage event" });
     expect(gw.sink.invalid).toEqual([]);
     expect(event).toMatchObject({
+      id: requestId,
       subject: key.id,
       type: "api.request",
       source: expect.stringMatching(/^t_gw_/),
@@ -111,8 +116,13 @@ describe("gateway (reference proxy, real Redis)", () => {
     expect(response.status).toBe(401);
     expect(response.headers.get("content-type")).toContain("application/json");
     expect(response.body).toEqual({
-      error: { code: "unauthenticated", message: expect.stringContaining("missing API key"), request_id: "abc" },
+      error: {
+        code: "unauthenticated",
+        message: expect.stringContaining("missing API key"),
+        request_id: response.headers.get("x-request-id"),
+      },
     });
+    expect(response.text).not.toContain("abc");
     expect(gw.sink.events).toEqual([]);
     expect(s.upstreamRequests).toEqual([]);
   });
@@ -277,7 +287,8 @@ describe("gateway adapters", () => {
       const events = await pollUntil(() => sink.forKey(key.id).length === 2 && sink.forKey(key.id));
       expect(events.map((e) => [e.data.route, e.data.status, e.data.units, e.data.response_bytes])).toEqual([
         ["/things/{name}", 200, 1, 14],
-        ["/things/{name}", 403, 0, denied.text.length],
+        // A refusal's route is a placeholder, never the client's path.
+        ["/:refused", 403, 0, denied.text.length],
       ]);
     } finally {
       await closeServer(server);
@@ -340,7 +351,7 @@ describe("gateway adapters", () => {
       expect(limited.json()).toMatchObject({ error: { code: "rate_limited" } });
       const events = await pollUntil(() => sink.forKey(key.id).length === 5 && sink.forKey(key.id));
       expect(events.map((e) => e.data.units)).toEqual([1, 1, 1, 1, 0]);
-      expect(events.map((e) => e.data.route)).toEqual(Array(5).fill("/things/:name"));
+      expect(events.map((e) => e.data.route)).toEqual([...Array(4).fill("/things/:name"), "/:refused"]);
       expect(sink.invalid).toEqual([]);
     } finally {
       await app.close();

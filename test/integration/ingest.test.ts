@@ -78,4 +78,37 @@ describe("HTTP ingest -> Kafka", () => {
       },
     });
   });
+
+  it("records a Kong entry that Kong answered itself (429, proxy latency -1, no tries) with units 0", async () => {
+    const refused = {
+      request: { method: "GET", uri: "/v1/users/7", size: 80, id: "kong-refused-1" },
+      response: { status: 429, size: 60 },
+      latencies: { request: 1, kong: 1, proxy: -1 },
+      started_at: Date.parse("2026-11-29T12:00:00Z"),
+      consumer: { custom_id: "key_kongcons02" },
+    };
+    const served = {
+      ...refused,
+      request: { ...refused.request, id: "kong-served-1" },
+      response: { status: 200, size: 900 },
+      latencies: { request: 12, kong: 1, proxy: 11 },
+      tries: [{ ip: "10.0.0.5", port: 8000, balancer_latency: 0 }],
+    };
+    const own = await createTestPipeline("ingest_kong_units", { partitions: 1 });
+    const kongIngest = await startIngest(own);
+    let messages: Array<Record<string, unknown>>;
+    try {
+      const answer = await kongIngest.post("/v1/kong", JSON.stringify([refused, served]), {
+        "content-type": "application/json",
+      });
+      expect(answer).toMatchObject({ status: 202, json: { accepted: 2 } });
+      messages = await readTopic(own, 2);
+    } finally {
+      await kongIngest.close();
+      await own.close();
+    }
+    const byId = new Map(messages.map((m) => [m.id, m]));
+    expect(byId.get("kong-refused-1")).toMatchObject({ data: { status: 429, units: 0 } });
+    expect(byId.get("kong-served-1")).toMatchObject({ data: { status: 200, units: 1 } });
+  });
 });

@@ -164,7 +164,7 @@ describe("key registry (real Redis and ClickHouse)", () => {
       expect(await mirror.get(issued.key.id)).toBeUndefined();
 
       const repaired = new KeyRegistry({ redis: s.redis, keys: s.keys, tiers: TEST_TIERS, logger: s.logger, mirror });
-      expect(await repaired.sync()).toBe(1);
+      expect(await repaired.sync()).toEqual({ mirrored: 1, failed: [] });
       expect(await mirror.get(issued.key.id)).toMatchObject({ customer_id: "cus_sync", version: "1" });
     } finally {
       await broken.close();

@@ -100,6 +100,23 @@ describe("docker-compose.yml", () => {
     expect(localServices).toEqual(["redis", "clickhouse", "kafka", "stripe-mock"]);
     for (const name of localServices) expect(Object.keys(compose.services)).toContain(name);
     expect(compose.services.kafka?.image).toBe("apache/kafka:3.9.1");
+    expect(compose.services["stripe-mock"]?.image).toBe("stripe/stripe-mock:v0.203.0");
+    // Every image pinned to a release (no `latest`, no bare major line like `redis:7`).
+    for (const [name, service] of Object.entries(compose.services)) {
+      expect(service.image, `${name} image`).toMatch(/^[a-z0-9./-]+:v?\d+\.\d+\.\d+(\.\d+)?$/);
+    }
+    // ClickHouse on the release line of the current engine the suite runs (chdb-core X.Y.Z is ClickHouse X.Y).
+    const requirements = readFileSync(join(import.meta.dirname, "../support/chdb/requirements.txt"), "utf8");
+    const chdbLine = /^chdb-core==(\d+\.\d+)\./m.exec(requirements)?.[1];
+    expect(chdbLine).toBeDefined();
+    expect(compose.services.clickhouse?.image).toMatch(
+      new RegExp(`^clickhouse/clickhouse-server:${chdbLine?.replace(".", "\\.")}\\.`),
+    );
+    // Redis on the release line of the Debian redis-server the suite runs against.
+    const redis = spawnSync("redis-server", ["--version"], { encoding: "utf8" }).stdout ?? "";
+    const redisLine = /v=(\d+\.\d+)\./.exec(redis)?.[1];
+    if (redisLine)
+      expect(compose.services.redis?.image).toMatch(new RegExp(`^redis:${redisLine.replace(".", "\\.")}\\.`));
     // Every deployable in services/ runs in the compose topology too.
     const deployables = readdirSync(join(import.meta.dirname, "../../services"), { withFileTypes: true })
       .filter((entry) => entry.isDirectory())

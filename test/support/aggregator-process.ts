@@ -12,8 +12,23 @@ export async function killAllAggregators(): Promise<void> {
   await Promise.all([...running].map(killHard));
 }
 
-/** The aggregator as a real process (so it can be SIGKILLed), configured for `pipeline`. */
-export function spawnAggregator(pipeline: TestPipeline, env: Record<string, string> = {}, entry = MAIN): ChildProcess {
+/** What an aggregator process wrote, when asked to keep it. */
+export interface ProcessOutput {
+  stdout: string;
+  stderr: string;
+}
+
+/**
+ * The aggregator as a real process (so it can be SIGKILLed), configured for `pipeline`.
+ * With `output`, its stdout (the JSON log) and stderr are collected there. `entry` replaces
+ * main.ts (crashing-aggregator.ts).
+ */
+export function spawnAggregator(
+  pipeline: TestPipeline,
+  env: Record<string, string> = {},
+  output?: ProcessOutput,
+  entry = MAIN,
+): ChildProcess {
   const child = spawn(process.execPath, ["--import", "tsx", entry], {
     env: {
       ...process.env,
@@ -30,11 +45,15 @@ export function spawnAggregator(pipeline: TestPipeline, env: Record<string, stri
       LOG_LEVEL: "warn",
       ...env,
     },
-    stdio: ["ignore", "ignore", "pipe"],
+    stdio: ["ignore", output ? "pipe" : "ignore", "pipe"],
+  });
+  child.stdout?.on("data", (chunk: Buffer) => {
+    if (output) output.stdout += chunk.toString();
   });
   running.add(child);
   child.once("exit", () => running.delete(child));
   child.stderr?.on("data", (chunk: Buffer) => {
+    if (output) output.stderr += chunk.toString();
     if (process.env.KEYMETER_TEST_VERBOSE) process.stderr.write(chunk);
   });
   return child;
@@ -81,6 +100,7 @@ export function spawnCrashingAggregator(
   const child = spawnAggregator(
     pipeline,
     { KEYMETER_CRASH_AT: at, KEYMETER_CRASH_ON_BATCH: String(options.onBatch ?? 1), ...options.env },
+    undefined,
     CRASHING,
   );
   let stderr = "";

@@ -1,5 +1,18 @@
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
 import { GenericContainer, type StartedTestContainer, Wait } from "testcontainers";
+import { parse } from "yaml";
 import type { ServiceAddresses } from "./services";
+
+/** The image docker-compose.yml pins for a service: one place for the versions the suite covers. */
+export function composeImage(service: string): string {
+  const compose = parse(readFileSync(join(import.meta.dirname, "../../docker-compose.yml"), "utf8")) as {
+    services: Record<string, { image?: string }>;
+  };
+  const image = compose.services[service]?.image;
+  if (!image) throw new Error(`docker-compose.yml has no image for ${service}`);
+  return image;
+}
 
 /**
  * The same services as infra/local/services.sh, in containers, for machines with a Docker
@@ -10,19 +23,19 @@ export async function startContainers(): Promise<{ addresses: ServiceAddresses; 
   const kafkaPort = Number(process.env.KAFKA_PORT ?? 9092);
   const started: StartedTestContainer[] = [];
   try {
-    const redis = await new GenericContainer("redis:7")
+    const redis = await new GenericContainer(composeImage("redis"))
       .withCommand(["redis-server", "--appendonly", "yes", "--maxmemory-policy", "noeviction"])
       .withExposedPorts(6379)
       .withWaitStrategy(Wait.forLogMessage("Ready to accept connections"))
       .start();
     started.push(redis);
-    const clickhouse = await new GenericContainer("clickhouse/clickhouse-server:latest")
+    const clickhouse = await new GenericContainer(composeImage("clickhouse"))
       .withExposedPorts(8123)
       .withEnvironment({ CLICKHOUSE_SKIP_USER_SETUP: "1" })
       .withWaitStrategy(Wait.forHttp("/ping", 8123))
       .start();
     started.push(clickhouse);
-    const kafka = await new GenericContainer("apache/kafka:3.9.1")
+    const kafka = await new GenericContainer(composeImage("kafka"))
       .withExposedPorts({ container: 9092, host: kafkaPort })
       .withEnvironment({
         KAFKA_NODE_ID: "1",
@@ -38,7 +51,7 @@ export async function startContainers(): Promise<{ addresses: ServiceAddresses; 
       .withWaitStrategy(Wait.forLogMessage("Kafka Server started"))
       .start();
     started.push(kafka);
-    const stripe = await new GenericContainer("stripe/stripe-mock:v0.203.0").withExposedPorts(12111).start();
+    const stripe = await new GenericContainer(composeImage("stripe-mock")).withExposedPorts(12111).start();
     started.push(stripe);
     return {
       addresses: {

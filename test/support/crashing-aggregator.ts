@@ -19,6 +19,7 @@ import {
   type UsageStore,
 } from "@keymeter/aggregator";
 import { MIGRATIONS_DIR } from "@keymeter/clickhouse-schema";
+import { KeyAttributor } from "@keymeter/shared/api-keys";
 import { createLogger, createMetricsServer, listen, parseConfig, runService } from "@keymeter/shared/runtime";
 import {
   clickHouseConnection,
@@ -26,6 +27,7 @@ import {
   createKafka,
   createRedis,
   ensureTopics,
+  redisKeys,
   runMigrations,
   topicNames,
 } from "@keymeter/shared/stores";
@@ -75,10 +77,11 @@ runService("crashing-aggregator", async () => {
     },
   };
 
+  const redis = createRedis(config.REDIS_URL, { logger });
   const aggregator = new Aggregator({
     kafka,
     clickhouse,
-    redis: createRedis(config.REDIS_URL),
+    redis,
     topics,
     groupId: config.AGGREGATOR_GROUP_ID,
     logger,
@@ -87,6 +90,7 @@ runService("crashing-aggregator", async () => {
     concurrency: config.AGGREGATOR_CONCURRENCY,
     fetchBytesPerPartition: config.AGGREGATOR_FETCH_BYTES_PER_PARTITION,
     sessionTimeoutMs: config.AGGREGATOR_SESSION_TIMEOUT_MS,
+    attribution: new KeyAttributor({ redis, keys: redisKeys(config.REDIS_KEY_PREFIX) }),
     store,
     // Runs after the dedup marking and before the Kafka commit.
     afterInsert: (batch) => {

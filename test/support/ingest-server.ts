@@ -1,4 +1,5 @@
 import { buildIngestApp } from "@keymeter/ingest";
+import type { KeyAttributor } from "@keymeter/shared/api-keys";
 import { createLogger } from "@keymeter/shared/runtime";
 import { createIdempotentProducer } from "@keymeter/shared/stores";
 import { KafkaPublisher, PartitionCount, type UsageEventPublisher, unpackEvents } from "@keymeter/shared/usage";
@@ -21,7 +22,13 @@ export interface IngestServer {
 /** The ingest API on a free loopback port, publishing to the pipeline's topic (or to `publisher`). */
 export async function startIngest(
   pipeline: TestPipeline,
-  options: { publisher?: UsageEventPublisher; maxBodyBytes?: number; ackTimeoutMs?: number } = {},
+  options: {
+    publisher?: UsageEventPublisher;
+    maxBodyBytes?: number;
+    attribution?: KeyAttributor;
+    /** How long a publish may wait for Kafka's acknowledgement (main.ts: 10 s). */
+    ackTimeoutMs?: number;
+  } = {},
 ): Promise<IngestServer> {
   let producer: Producer | undefined;
   let publisher = options.publisher;
@@ -42,6 +49,7 @@ export async function startIngest(
     maxBodyBytes: options.maxBodyBytes ?? 1024 * 1024,
     maxBatchEvents: 1000,
     kongSource: "kong-test",
+    ...(options.attribution ? { attribution: options.attribution } : {}),
   });
   const address = await app.listen({ host: "127.0.0.1", port: 0 });
   return {

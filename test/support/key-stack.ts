@@ -81,11 +81,10 @@ export class KeyStack {
   private upstreamUrl = "";
 
   constructor(options: { tiers?: TierCatalog; mirror?: KeyMirror; redisUrl?: string } = {}) {
-    this.redisUrl = options.redisUrl ?? services().redisUrl;
-    this.redis = createRedis(this.redisUrl);
     this.logger = createLogger("test", "debug", this.logs);
-    // A test may stop Redis: connection errors are logged, as a service's are.
-    this.redis.on("error", (error: Error) => this.logger.warn({ err: error.message }, "redis connection error"));
+    this.redisUrl = options.redisUrl ?? services().redisUrl;
+    // A test may stop Redis: connection errors go to the captured log, as a service's would.
+    this.redis = createRedis(this.redisUrl, { logger: this.logger });
     this.registry = new KeyRegistry({
       redis: this.redis,
       keys: this.keys,
@@ -119,15 +118,18 @@ export class KeyStack {
     return this.upstreamUrl;
   }
 
-  /** A gateway instance with its own key cache, subscription and sink. */
+  /**
+   * A gateway instance with its own key cache, subscription and sink, in front of the stack's
+   * upstream or `proxy.upstream` (trusting `proxy.ca` for an https one).
+   */
   async gateway(
     options: Partial<Omit<GatewayOptions, "cache" | "limiter" | "sink">> = {},
     limiter: RateLimiterOptions = {},
+    proxy: { upstream?: string; ca?: string } = {},
   ): Promise<GatewayInstance> {
-    const upstream = await this.upstream();
-    const redis = createRedis(this.redisUrl);
-    redis.on("error", (error: Error) => this.logger.warn({ err: error.message }, "redis connection error"));
-    const subscriber = createRedis(this.redisUrl);
+    const upstream = proxy.upstream ?? (await this.upstream());
+    const redis = createRedis(this.redisUrl, { logger: this.logger });
+    const subscriber = createRedis(this.redisUrl, { logger: this.logger, name: "redis-subscriber" });
     const cache = new KeyCache({ redis, subscriber, keys: this.keys, logger: this.logger });
     await cache.start();
     const sink = new MemorySink();
@@ -140,7 +142,12 @@ export class KeyStack {
       sink,
       ...options,
     });
-    const server = createGatewayProxy({ gateway, upstream: new URL(upstream), logger: this.logger });
+    const server = createGatewayProxy({
+      gateway,
+      upstream: new URL(upstream),
+      logger: this.logger,
+      ...(proxy.ca ? { ca: proxy.ca } : {}),
+    });
     const port = await listenOn(server);
     this.closers.push(async () => {
       await closeServer(server);

@@ -11,7 +11,17 @@ import {
   updateKeyInputSchema,
 } from "@keymeter/shared/api-keys";
 import type { TierCatalog } from "@keymeter/shared/billing";
-import { AppError, describeIssues, errorBody, isAppError, type Logger, requestIdFrom } from "@keymeter/shared/runtime";
+import {
+  AppError,
+  checkHealth,
+  describeIssues,
+  errorBody,
+  type HealthProbe,
+  isAppError,
+  type Logger,
+  malformedStringPath,
+  requestIdFrom,
+} from "@keymeter/shared/runtime";
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from "fastify";
 import { z } from "zod";
 
@@ -23,6 +33,8 @@ export interface AdminAppOptions {
   bootstrapToken?: string;
   /** Largest request body, bytes. */
   bodyLimit?: number;
+  /** Dependencies for `/healthz` (Redis, which every route needs). */
+  health?: HealthProbe;
 }
 
 const idParams = z.object({ id: z.string().regex(KEY_ID, "expected a key id like key_XXXXXXXX") }).strict();
@@ -116,7 +128,10 @@ export function buildAdminApp(options: AdminAppOptions): FastifyInstance {
     request.actor = record.id;
   };
 
-  app.get("/healthz", async () => ({ ok: true }));
+  app.get("/healthz", async (_request, reply) => {
+    const { status, report } = await checkHealth(options.health);
+    return reply.code(status).send(report);
+  });
 
   app.register(
     async (v1) => {
@@ -142,9 +157,10 @@ export function buildAdminApp(options: AdminAppOptions): FastifyInstance {
 
       v1.post("/keys/sync", async (request) => {
         parse("body", emptyBody, request.body ?? undefined);
-        const mirrored = await registry.sync();
+        // 200 with the keys that could not be written: one bad record must not stop the repair.
+        const report = await registry.sync();
         audit(logger, request, "sync");
-        return { mirrored };
+        return report;
       });
 
       v1.get("/keys/:id", async (request) => ({
@@ -207,6 +223,8 @@ export function buildAdminApp(options: AdminAppOptions): FastifyInstance {
 }
 
 function parse<S extends z.ZodType>(where: "body" | "query" | "path", schema: S, input: unknown): z.output<S> {
+  const malformed = malformedStringPath(input);
+  if (malformed) throw new AppError("bad_request", `invalid ${where}: ${malformed}: not well-formed Unicode`);
   const result = schema.safeParse(input);
   if (!result.success) throw new AppError("bad_request", `invalid ${where}: ${describeIssues(result.error)}`);
   return result.data;

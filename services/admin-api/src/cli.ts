@@ -50,6 +50,7 @@ export function buildCli(connect: () => Promise<RegistryDeps> | RegistryDeps, io
     .option("--route <prefix>", "restrict the key to a path prefix (repeatable)", collect)
     .option("--ip <cidr>", "allow requests only from this address or CIDR block (repeatable)", collect)
     .option("--expires-at <time>", "RFC 3339 time after which the key stops working")
+    .option("--alias <name>", "another system's name for the key, e.g. a Kong consumer id (repeatable)", collect)
     .action(
       withRegistry(async ({ registry }, options: Record<string, string | string[] | undefined>) => {
         const issued = await registry.create({
@@ -62,6 +63,7 @@ export function buildCli(connect: () => Promise<RegistryDeps> | RegistryDeps, io
             routes: options.route,
             ip_allowlist: options.ip,
             expires_at: options.expiresAt,
+            aliases: options.alias,
           }),
         } as Parameters<typeof registry.create>[0]);
         return { ...issued, note: "store the secret now: it is shown only once" };
@@ -89,7 +91,7 @@ export function buildCli(connect: () => Promise<RegistryDeps> | RegistryDeps, io
 
   keys
     .command("update <id>")
-    .description("change a key's tier, scope, routes, IP allowlist, name or expiry")
+    .description("change a key's tier, scope, routes, IP allowlist, name, expiry or aliases")
     .option("--tier <name>", "new tier")
     .addOption(new Option("--scope <scope>", "new scope").choices(["read-only", "read-write", "admin"]))
     .option("--name <name>", "new label")
@@ -98,6 +100,8 @@ export function buildCli(connect: () => Promise<RegistryDeps> | RegistryDeps, io
     .option("--ip <cidr>", "replace the IP allowlist (repeatable)", collect)
     .option("--no-ips", "remove the IP allowlist")
     .option("--expires-at <time>", "new expiry (RFC 3339), or 'never'")
+    .option("--alias <name>", "replace the key's aliases (repeatable)", collect)
+    .option("--no-aliases", "remove every alias")
     .action(
       withRegistry(
         async ({ registry }, id: string, options: Record<string, string | string[] | boolean | undefined>) => {
@@ -108,6 +112,7 @@ export function buildCli(connect: () => Promise<RegistryDeps> | RegistryDeps, io
             routes: options.routes === false ? [] : options.route,
             ip_allowlist: options.ips === false ? [] : options.ip,
             expires_at: options.expiresAt === "never" ? null : options.expiresAt,
+            aliases: options.aliases === false ? [] : options.alias,
           });
           return registry.update(id, patch as Parameters<typeof registry.update>[1]);
         },
@@ -135,7 +140,22 @@ export function buildCli(connect: () => Promise<RegistryDeps> | RegistryDeps, io
   keys
     .command("sync")
     .description("write every key's metadata to ClickHouse again (repairs failed mirror writes)")
-    .action(withRegistry(async ({ registry }) => ({ mirrored: await registry.sync() })));
+    .action(async () => {
+      const deps = await connect();
+      try {
+        const report = await deps.registry.sync();
+        print(report);
+        // The others are written; a non-zero exit tells scripts that some keys are not.
+        if (report.failed.length > 0) {
+          throw new AppError(
+            "service_unavailable",
+            `${report.failed.length} key(s) could not be mirrored (listed in "failed"); the other ${report.mirrored} were`,
+          );
+        }
+      } finally {
+        await deps.close();
+      }
+    });
 
   program
     .command("tiers")

@@ -17,6 +17,7 @@ runService("admin-api", async () => {
     registry: deps.registry,
     tiers: deps.tiers,
     logger,
+    ...(deps.health ? { health: deps.health } : {}),
     ...(config.ADMIN_BOOTSTRAP_TOKEN ? { bootstrapToken: config.ADMIN_BOOTSTRAP_TOKEN } : {}),
   });
   let address: string;

@@ -1,4 +1,5 @@
-import type { Logger } from "@keymeter/shared/runtime";
+import { type KeyAttributor, redactSecrets } from "@keymeter/shared/api-keys";
+import { type Logger, RateLimitedLog } from "@keymeter/shared/runtime";
 import {
   type ClickHouseClient,
   createIdempotentProducer,
@@ -6,7 +7,7 @@ import {
   type Topics,
   toDateTime,
 } from "@keymeter/shared/stores";
-import { parseUsageEventBytes, type UsageEvent, unpackEvents } from "@keymeter/shared/usage";
+import { attributeEvents, parseUsageEventBytes, type UsageEvent, unpackEvents } from "@keymeter/shared/usage";
 import type { Consumer, EachBatchPayload, Kafka, Producer } from "kafkajs";
 import { DedupWindow } from "./dedup-window";
 import { AggregatorMetrics } from "./metrics";
@@ -38,6 +39,13 @@ export interface AggregatorOptions {
    * hook, is the truth (the quota sweep repairs what a hook missed).
    */
   afterInsert?: AfterInsertHook;
+  /**
+   * Attributes events that arrive without customer or tier, or with a key alias as subject,
+   * from the key registry (every path into ClickHouse passes here). Events of keys the
+   * registry does not know are stored as they came (empty customer and tier) and counted in
+   * `aggregator_unknown_key_events_total`. Without it, events are stored as they came.
+   */
+  attribution?: KeyAttributor;
   /** Called when the consumer stopped for good (kafkajs will not restart it): exit and let the supervisor restart. */
   onFatal?: (error: Error) => void;
 }
@@ -85,6 +93,10 @@ export class Aggregator {
   private readonly dedup: DedupWindow;
   /** Last offset stored in ClickHouse, per partition; emptied by every rebalance. */
   private readonly stored = new Map<number, bigint>();
+  private readonly warnings: RateLimitedLog;
+  /** When the consumer last heard from Kafka (a fetch, a heartbeat, a join). */
+  private lastKafkaContact = Date.now();
+  private crashed = false;
 
   constructor(private readonly options: AggregatorOptions) {
     this.metrics = options.metrics ?? new AggregatorMetrics();
@@ -110,7 +122,16 @@ export class Aggregator {
       this.stored.clear();
       options.logger.info({ assignment: event.payload.memberAssignment }, "partitions assigned");
     });
+    this.warnings = new RateLimitedLog(options.logger);
+    const contact = () => {
+      this.lastKafkaContact = Date.now();
+      this.crashed = false;
+    };
+    this.consumer.on(this.consumer.events.FETCH_START, contact);
+    this.consumer.on(this.consumer.events.HEARTBEAT, contact);
+    this.consumer.on(this.consumer.events.GROUP_JOIN, contact);
     this.consumer.on(this.consumer.events.CRASH, (event) => {
+      this.crashed = true;
       options.logger.error({ err: event.payload.error, restart: event.payload.restart }, "consumer crashed");
       if (!event.payload.restart) options.onFatal?.(event.payload.error);
     });
@@ -126,6 +147,11 @@ export class Aggregator {
       partitionsConsumedConcurrently: this.options.concurrency ?? 3,
       eachBatch: (payload) => this.handleBatch(payload),
     });
+  }
+
+  /** True while the consumer hears from Kafka (fetches or heartbeats within the session timeout). */
+  kafkaHealthy(now = Date.now()): boolean {
+    return !this.crashed && now - this.lastKafkaContact < Math.max(this.options.sessionTimeoutMs ?? 10_000, 10_000);
   }
 
   /** Stops after the batches in hand are stored and committed. */
@@ -161,10 +187,8 @@ export class Aggregator {
 
     const alreadyStored = await this.withRetry(payload, "read stored offsets", () => this.lastStored(partition));
     const ingestedAt = toDateTime(Date.now());
-    const rows: string[] = [];
+    let accepted: UsageEvent[] = [];
     const rowOffsets: string[] = [];
-    // Kept only for the after-insert hook: no cost on the hot path without one.
-    const events: UsageEvent[] | undefined = this.options.afterInsert ? [] : undefined;
     const members: string[] = [];
     const storedMembers: string[] = [];
     const invalid: InvalidEvent[] = [];
@@ -197,14 +221,27 @@ export class Aggregator {
         }
         inBatch.add(member);
         members.push(member);
-        rows.push(usageRowJson(parsed.event, { topic, partition, offset: message.offset }, ingestedAt));
+        accepted.push(parsed.event);
         rowOffsets.push(message.offset);
-        events?.push(parsed.event);
       }
     }
     this.metrics.skipped.inc(skipped);
 
     if (invalid.length > 0) await this.sendToDeadLetter(topic, partition, invalid);
+
+    const attribution = this.options.attribution;
+    if (attribution && accepted.length > 0) {
+      const result = await this.withRetry(payload, "attribute events to their keys", () =>
+        attributeEvents(accepted, attribution),
+      );
+      accepted = result.events;
+      if (result.unknownSubjects.size > 0) this.reportUnknown(partition, accepted, result.unknownSubjects);
+    }
+    const rows = accepted.map((event, i) =>
+      usageRowJson(event, { topic, partition, offset: rowOffsets[i] ?? "0" }, ingestedAt),
+    );
+    // Kept only for the after-insert hook: no cost on the hot path without one.
+    const events: UsageEvent[] | undefined = this.options.afterInsert ? accepted : undefined;
 
     const duplicates = await this.withRetry(payload, "check the dedup window", () => this.dedup.seen(members));
     const keep = (_: string, i: number) => !duplicates.has(members[i] ?? "");
@@ -240,6 +277,18 @@ export class Aggregator {
     if (freshEvents && freshEvents.length > 0) await this.runAfterInsert({ topic, partition, events: freshEvents });
   }
 
+  /** Events of keys the registry does not know: stored as they came, counted and logged (not per event). */
+  private reportUnknown(partition: number, events: readonly UsageEvent[], subjects: ReadonlySet<string>): void {
+    const count = events.filter((event) => subjects.has(event.subject)).length;
+    this.metrics.unknownKeyEvents.inc(count);
+    this.warnings.log(
+      "warn",
+      "unknown-keys",
+      { partition, events: count, subjects: [...subjects].slice(0, 10) },
+      "events for keys the registry does not know: stored without customer and tier (see v_unknown_keys)",
+    );
+  }
+
   private async runAfterInsert(batch: StoredBatch): Promise<void> {
     try {
       await this.options.afterInsert?.(batch);
@@ -255,9 +304,10 @@ export class Aggregator {
   private async sendToDeadLetter(topic: string, partition: number, invalid: InvalidEvent[]): Promise<void> {
     // At least once: a crash before the INSERT re-sends these; the headers identify duplicates.
     // Sent in requests under a megabyte, the broker's default limit.
+    // A producer that put a secret in an event must not get it copied on: redacted here too.
     const messages = invalid.map((m) => ({
-      key: m.key,
-      value: m.value,
+      key: m.key === null ? null : redactSecrets(m.key.toString("utf8")),
+      value: m.value === null ? null : redactSecrets(m.value),
       headers: {
         "x-error": m.reason,
         "x-source-topic": topic,

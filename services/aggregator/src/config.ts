@@ -18,6 +18,8 @@ export const aggregatorConfigSchema = storesConfigSchema.extend({
   AGGREGATOR_SESSION_TIMEOUT_MS: env.positiveInt().default(10_000),
   /** How long a producer retry with the same (source, id) is recognised as a duplicate. */
   DEDUP_WINDOW_SECONDS: env.positiveInt().default(600),
+  /** Namespace of the key registry in Redis (its REDIS_KEY_PREFIX): events are attributed from it. */
+  REDIS_KEY_PREFIX: z.string().default(""),
   /** Redis key prefix of the dedup window. */
   DEDUP_KEY_PREFIX: z.string().default("dedup:"),
   METRICS_HOST: z.string().default("127.0.0.1"),

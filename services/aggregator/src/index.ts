@@ -2,4 +2,6 @@ export { type AfterInsertHook, Aggregator, type AggregatorOptions, type StoredBa
 export { type AggregatorConfig, aggregatorConfigSchema } from "./config";
 export { DedupWindow } from "./dedup-window";
 export { AggregatorMetrics } from "./metrics";
-export { ClickHouseUsageStore, type UsageStore } from "./usage-store";
+export { lastStoredOffsetsQuery, OffsetStore } from "./offset-store";
+export { usageRowJson } from "./usage-rows";
+export { ClickHouseUsageStore, INSERT_USAGE_EVENTS, type UsageStore } from "./usage-store";

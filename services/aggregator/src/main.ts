@@ -1,11 +1,20 @@
 import { MIGRATIONS_DIR } from "@keymeter/clickhouse-schema";
-import { createLogger, createMetricsServer, listen, parseConfig, runService } from "@keymeter/shared/runtime";
+import { KeyAttributor } from "@keymeter/shared/api-keys";
+import {
+  answersWithin,
+  createLogger,
+  createMetricsServer,
+  listen,
+  parseConfig,
+  runService,
+} from "@keymeter/shared/runtime";
 import {
   clickHouseConnection,
   createClickHouse,
   createKafka,
   createRedis,
   ensureTopics,
+  redisKeys,
   runMigrations,
   topicNames,
 } from "@keymeter/shared/stores";
@@ -22,7 +31,7 @@ runService("aggregator", async () => {
   const clickhouse = createClickHouse(connection, {
     requestTimeoutMs: Math.floor(config.AGGREGATOR_SESSION_TIMEOUT_MS / 2),
   });
-  const redis = createRedis(config.REDIS_URL);
+  const redis = createRedis(config.REDIS_URL, { logger });
   const kafka = createKafka(config.KAFKA_BROKERS, "keymeter-aggregator", logger);
   const topics = topicNames(config.KAFKA_TOPIC_PREFIX);
   const admin = kafka.admin();
@@ -42,11 +51,16 @@ runService("aggregator", async () => {
     concurrency: config.AGGREGATOR_CONCURRENCY,
     fetchBytesPerPartition: config.AGGREGATOR_FETCH_BYTES_PER_PARTITION,
     sessionTimeoutMs: config.AGGREGATOR_SESSION_TIMEOUT_MS,
+    attribution: new KeyAttributor({ redis, keys: redisKeys(config.REDIS_KEY_PREFIX) }),
     // A consumer kafkajs gave up on must not look healthy: exit, the supervisor restarts us.
     onFatal: () => process.exit(1),
   });
 
-  const metricsServer = createMetricsServer(aggregator.metrics.registry, () => ({ redis: redis.status === "ready" }));
+  const metricsServer = createMetricsServer(aggregator.metrics.registry, async () => ({
+    redis: redis.status === "ready",
+    kafka: aggregator.kafkaHealthy(),
+    clickhouse: await answersWithin(1_000, async () => (await clickhouse.ping()).success),
+  }));
   const port = await listen(metricsServer, config.METRICS_HOST, config.METRICS_PORT, "METRICS_PORT");
   await aggregator.start();
   logger.info({ topic: topics.events, group: config.AGGREGATOR_GROUP_ID, metricsPort: port }, "aggregator started");

@@ -28,6 +28,11 @@ export class AggregatorMetrics {
     help: "Messages skipped because ClickHouse already holds their offset (after a crash or rebalance)",
     registers: [this.registry],
   });
+  readonly unknownKeyEvents = new Counter({
+    name: "aggregator_unknown_key_events_total",
+    help: "Events stored whose subject the key registry does not know (no customer or tier; see v_unknown_keys)",
+    registers: [this.registry],
+  });
   readonly insertFailures = new Counter({
     name: "aggregator_insert_failures_total",
     help: "Failed ClickHouse inserts (each is retried)",

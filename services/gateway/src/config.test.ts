@@ -23,9 +23,17 @@ describe("gateway config", () => {
     expect(attempt).toThrow("API_KEY_QUERY_PARAM is invalid (expected true or false)");
     expect(attempt).toThrow("GATEWAY_PORT is invalid");
     expect(() => parseConfig(gatewayConfigSchema, {})).toThrow("UPSTREAM_URL is required");
-    expect(() => parseConfig(gatewayConfigSchema, { UPSTREAM_URL: "https://api.example.com" })).toThrow(
-      "expected a http URL",
+    expect(() => parseConfig(gatewayConfigSchema, { UPSTREAM_URL: "ftp://api.example.com" })).toThrow(
+      "expected a http or https URL",
     );
+    expect(parseConfig(gatewayConfigSchema, { UPSTREAM_URL: "https://api.example.com" }).UPSTREAM_URL).toBe(
+      "https://api.example.com",
+    );
+    const prefixes = { UPSTREAM_URL: "http://127.0.0.1:3000", ADMIN_ROUTE_PREFIXES: "/admin/, /%69nternal" };
+    expect(parseConfig(gatewayConfigSchema, prefixes).ADMIN_ROUTE_PREFIXES).toEqual(["/admin", "/internal"]);
+    expect(() =>
+      parseConfig(gatewayConfigSchema, { UPSTREAM_URL: "http://127.0.0.1:3000", ADMIN_ROUTE_PREFIXES: "/admin;x" }),
+    ).toThrow("ADMIN_ROUTE_PREFIXES");
   });
 
   it("parses lists and flags", () => {

@@ -1,3 +1,4 @@
+import { routePrefixSchema } from "@keymeter/shared/api-keys";
 import { env, storesConfigSchema } from "@keymeter/shared/runtime";
 import { EVENT_SINK_KINDS } from "@keymeter/shared/usage";
 import { z } from "zod";
@@ -6,8 +7,10 @@ import { z } from "zod";
 export const gatewayConfigSchema = storesConfigSchema
   .pick({ REDIS_URL: true, LOG_LEVEL: true, KAFKA_BROKERS: true })
   .extend({
-    /** The API the gateway fronts. */
-    UPSTREAM_URL: env.url(["http"]),
+    /** The API the gateway fronts (http, or https verified against Node's CA store). */
+    UPSTREAM_URL: env.url(["http", "https"]),
+    /** PEM file of CA certificates also trusted for an https upstream (a private CA). */
+    UPSTREAM_CA_FILE: z.string().min(1).optional(),
     GATEWAY_HOST: z.string().min(1).default("127.0.0.1"),
     GATEWAY_PORT: env.port().default(8080),
     /** The CloudEvents `source` of this instance's events. */
@@ -20,7 +23,8 @@ export const gatewayConfigSchema = storesConfigSchema
     /** Namespace for every Redis key and channel (side-by-side deployments). */
     REDIS_KEY_PREFIX: z.string().default(""),
     KEY_CACHE_TTL_MS: env.positiveInt().default(30_000),
-    ADMIN_ROUTE_PREFIXES: env.list().default(["/admin"]),
+    /** Paths only admin keys may use, in the canonical form requests are checked in. */
+    ADMIN_ROUTE_PREFIXES: env.list().pipe(z.array(routePrefixSchema)).default(["/admin"]),
     /** Accept `?api_key=` (off by default: keys in URLs leak into logs). */
     API_KEY_QUERY_PARAM: env.flag().default(false),
     /** CIDRs of proxies in front of the gateway whose X-Forwarded-For is believed. */

@@ -19,6 +19,11 @@ export interface Decision {
   /** The identified key, also when the request is refused for its state, scope, IP or limits. */
   key?: KeyRecord;
   error?: AppError;
+  /**
+   * The request was handed on in full: to the upstream (the proxy) or to the next handler
+   * (middleware). Only such requests bill units; a client gone before that is not forwarded.
+   */
+  forwarded?: boolean;
   /** Response headers: request id, RateLimit-*, Retry-After. */
   headers: Array<[string, string]>;
 }

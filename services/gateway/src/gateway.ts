@@ -3,13 +3,19 @@ import type { IncomingMessage, ServerResponse } from "node:http";
 import { performance } from "node:perf_hooks";
 import { authenticateKey, authorizeKey, bearerToken, IpAllowlist, normalizeIp } from "@keymeter/shared/api-keys";
 import type { TierCatalog } from "@keymeter/shared/billing";
-import { AppError, type Logger, requestIdFrom, writeErrorResponse } from "@keymeter/shared/runtime";
+import { AppError, type Logger, writeErrorResponse } from "@keymeter/shared/runtime";
 import { defaultRouteTemplate, type RouteTemplater, type UsageEventSink } from "@keymeter/shared/usage";
 import type { Decision } from "./decision";
 import type { GatewayMetrics } from "./gateway-metrics";
 import type { CachedKey, KeyCache } from "./key-cache";
 import type { RateLimiter } from "./rate-limiter";
 import { parseRequestTarget } from "./request-path";
+
+/**
+ * The route of every request the gateway refuses: a refusal is never routed, and the
+ * client's raw path would let it choose the route column's cardinality.
+ */
+export const REFUSED_ROUTE = "/:refused";
 
 export interface GatewayOptions {
   cache: KeyCache;
@@ -71,47 +77,43 @@ export class Gateway {
     }
   }
 
-  /** Authenticates, authorizes and rate-limits one request. Never rejects. */
+  /**
+   * Authenticates, authorizes and rate-limits one request. Never rejects. Every request of an
+   * identified key takes a rate-limit token, refused ones too, so refusals cannot be sent
+   * faster than the key's rate; a refused request's route is {@link REFUSED_ROUTE}, never the
+   * client's path.
+   */
   async check(req: IncomingMessage): Promise<Decision> {
     const startedAt = performance.now();
-    const requestId = requestIdFrom(req.headers["x-request-id"]);
+    // Ours, never the client's: upstream logs and usage events join on it.
+    const requestId = randomUUID();
     const method = req.method ?? "GET";
-    const target = parseRequestTarget(req.url ?? "/");
-    if (!target) {
-      const refused: Decision = {
-        requestId,
-        startedAt,
-        receivedAt: this.now(),
-        method,
-        path: "/",
-        forwardPath: "/",
-        route: "/",
-        headers: [["x-request-id", requestId]],
-        error: new AppError("bad_request", "the request path is not acceptable (encoded slash, backslash or NUL)"),
-      };
-      this.metrics?.observe(refused, (performance.now() - startedAt) / 1000);
-      return refused;
-    }
-    const found = this.extractKey(req, target.searchParams);
-    let search = target.search;
-    if (target.searchParams.has("api_key")) {
+    const parsed = parseRequestTarget(req.url ?? "/");
+    const target = parsed.ok ? parsed.target : undefined;
+    const found = this.extractKey(req, target?.searchParams);
+    let search = target?.search ?? "";
+    if (target?.searchParams.has("api_key")) {
       target.searchParams.delete("api_key");
       const rest = target.searchParams.toString();
       search = rest === "" ? "" : `?${rest}`;
     }
+    const path = target?.path ?? "/";
     const decision: Decision = {
       requestId,
       startedAt,
       receivedAt: this.now(),
       method,
-      path: target.path,
-      forwardPath: target.path + search,
-      route: this.routeTemplate(target.path, method),
+      path,
+      forwardPath: path + search,
+      route: target ? this.routeTemplate(path, method) : REFUSED_ROUTE,
       headers: [["x-request-id", requestId]],
     };
     if (found) decision.keySource = found.source;
+    const pathError = parsed.ok
+      ? undefined
+      : new AppError("bad_request", `the request path is not acceptable: ${parsed.reason}`);
     try {
-      decision.error = await this.authorize(req, decision, found?.secret);
+      decision.error = await this.authorize(req, decision, found?.secret, pathError);
     } catch (error) {
       // Redis unreachable or a bug: refuse (fail closed) with a message that reveals nothing.
       this.logger.error({ request_id: requestId, err: (error as Error).message }, "gateway check failed");
@@ -119,26 +121,30 @@ export class Gateway {
         retryable: true,
       });
     }
+    if (decision.error) decision.route = REFUSED_ROUTE;
     this.metrics?.observe(decision, (performance.now() - startedAt) / 1000);
     return decision;
   }
 
-  private async authorize(req: IncomingMessage, decision: Decision, secret: string | undefined) {
+  private async authorize(
+    req: IncomingMessage,
+    decision: Decision,
+    secret: string | undefined,
+    pathError: AppError | undefined,
+  ): Promise<AppError | undefined> {
     const now = this.now();
     const identity = await authenticateKey<CachedKey>(secret, (hash) => this.cache.lookup(hash), now);
-    if (identity.found) decision.key = identity.found.record;
-    if (!identity.ok) return identity.error;
+    const authError = identity.ok ? undefined : identity.error;
     const cached = identity.found;
+    if (!cached) return pathError ?? authError ?? new AppError("unauthenticated", "invalid API key");
     const record = cached.record;
-    const refused = authorizeKey(record, cached.allowlist, this.clientIp(req), decision, this.adminRoutePrefixes);
-    if (refused) return refused;
+    decision.key = record;
     const tier = this.tiers.get(record.tier);
     if (!tier) {
       this.logger.error({ key_id: record.id, tier: record.tier }, "api key has a tier that is not configured");
       return new AppError("forbidden", "this API key's tier is not available");
     }
-    const quotaError = this.quotaError(cached, tier.overage, now, decision);
-    if (quotaError) return quotaError;
+    // Before any other refusal: a key's refusals count against its rate limit too.
     const limit = await this.limiter.take(record.id, tier);
     decision.headers.push(
       ["ratelimit-limit", String(limit.limit)],
@@ -151,7 +157,11 @@ export class Gateway {
         retryable: true,
       });
     }
-    return undefined;
+    if (pathError) return pathError;
+    if (authError) return authError;
+    const refused = authorizeKey(record, cached.allowlist, this.clientIp(req), decision, this.adminRoutePrefixes);
+    if (refused) return refused;
+    return this.quotaError(cached, tier.overage, now, decision);
   }
 
   private quotaError(cached: CachedKey, overage: "block" | "bill", now: number, decision: Decision) {
@@ -168,15 +178,16 @@ export class Gateway {
   }
 
   /**
-   * Emits the usage event of a finished request. Requests without an identified key emit
-   * nothing (there is no key id to bill); refused ones carry units 0.
+   * Emits the usage event of a finished request; its id is the request id. Requests without
+   * an identified key emit nothing (there is no key id to bill). Units are 1 only for a
+   * request handed on in full (`decision.forwarded`) and not refused; 0 otherwise.
    */
   record(decision: Decision, status: number, requestBytes: number, responseBytes: number): void {
     const key = decision.key;
     if (!key) return;
     this.sink.emit({
       specversion: "1.0",
-      id: randomUUID(),
+      id: decision.requestId,
       source: this.source,
       type: "api.request",
       subject: key.id,
@@ -189,7 +200,7 @@ export class Gateway {
         latency_ms: Math.round((performance.now() - decision.startedAt) * 1000) / 1000,
         request_bytes: requestBytes,
         response_bytes: responseBytes,
-        units: decision.error ? 0 : 1,
+        units: decision.forwarded && !decision.error ? 1 : 0,
         customer_id: key.customer_id,
         tier: key.tier,
       },
@@ -198,14 +209,14 @@ export class Gateway {
 
   private extractKey(
     req: IncomingMessage,
-    query: URLSearchParams,
+    query: URLSearchParams | undefined,
   ): { secret: string; source: Decision["keySource"] } | undefined {
     // A non-Bearer Authorization header may belong to the upstream API; fall through.
     const bearer = bearerToken(req.headers.authorization);
     if (bearer) return { secret: bearer, source: "authorization" };
     const header = req.headers["x-api-key"];
     if (typeof header === "string" && header !== "") return { secret: header.trim(), source: "x-api-key" };
-    if (this.allowQueryKey) {
+    if (this.allowQueryKey && query) {
       const value = query.get("api_key");
       if (value) return { secret: value, source: "query" };
     }

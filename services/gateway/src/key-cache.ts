@@ -1,5 +1,5 @@
 import { IpAllowlist, type KeyRecord, keyChangedMessageSchema, parseKeyRecord } from "@keymeter/shared/api-keys";
-import type { Logger } from "@keymeter/shared/runtime";
+import { type Logger, RateLimitedLog } from "@keymeter/shared/runtime";
 import type { Redis, RedisKeys } from "@keymeter/shared/stores";
 
 /** A key as a gateway holds it: the record, its parsed allowlist and its quota flag. */
@@ -76,8 +76,10 @@ export class KeyCache {
         this.subscriber.once("error", onError);
       });
     }
+    // Once per 10 s with a count: ioredis reports every reconnect attempt.
+    const errors = new RateLimitedLog(this.logger);
     this.subscriber.on("error", (error: Error) =>
-      this.logger.warn({ err: error.message }, "key change subscription: redis connection error"),
+      errors.log("warn", "error", { err: error.message }, "key change subscription: redis connection error"),
     );
     this.subscriber.on("message", (channel: string, message: string) => this.onMessage(channel, message));
     // After a reconnect, ioredis re-subscribes; changes published meanwhile were lost.

@@ -1,8 +1,9 @@
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { toErrorResponse } from "@keymeter/shared/runtime";
-import type { FastifyInstance, FastifyRequest } from "fastify";
+import type { FastifyInstance } from "fastify";
 import type { Decision } from "./decision";
 import type { Gateway } from "./gateway";
+import { MeteredExchange } from "./metered-exchange";
 
 /** What the gateway decided about an admitted request, for the handlers behind it. */
 const contexts = new WeakMap<IncomingMessage, Decision>();
@@ -18,24 +19,25 @@ export type ConnectMiddleware = (req: IncomingMessage, res: ServerResponse, next
 /**
  * The gateway as `(req, res, next)` middleware: node:http, connect and Express. A refused
  * request is answered here (401/403/429 JSON) and `next` is not called; an admitted one gets
- * the RateLimit headers and goes on. The usage event is emitted when the response closes.
+ * the RateLimit headers and goes on, unless its client left during the check (then it is not
+ * handed on). Exactly one usage event per request with an identified key, when the response
+ * closes (499 if the client left first).
  */
 export function gatewayMiddleware(gateway: Gateway): ConnectMiddleware {
   return (req, res, next) => {
+    // Before the check: a client that leaves during it must be seen.
+    const exchange = new MeteredExchange(gateway, req, res);
     gateway.check(req).then(
       (decision) => {
-        const counter = countResponseBytes(res);
-        res.once("close", () => {
-          // A client that went away before the response finished: 499, as nginx records it.
-          const status = res.writableFinished ? res.statusCode : 499;
-          gateway.record(decision, status, requestBytes(req), counter.bytes);
-        });
+        exchange.decided(decision);
+        if (exchange.clientGone) return;
         if (decision.error) {
           gateway.refuse(res, decision);
           return;
         }
         for (const [name, value] of decision.headers) res.setHeader(name, value);
         contexts.set(req, decision);
+        decision.forwarded = true;
         next();
       },
       (error: unknown) => next(error),
@@ -44,10 +46,12 @@ export function gatewayMiddleware(gateway: Gateway): ConnectMiddleware {
 }
 
 /**
- * The gateway as Fastify hooks: `onRequest` checks (and answers refusals), `onResponse`
- * emits the usage event. Hooks are added to `app` itself, so they cover every route. Events
- * carry Fastify's route pattern (`/users/:id`) unless `useRoutePattern` is false, in which
- * case the gateway's route templater applies.
+ * The gateway as Fastify hooks: `onRequest` checks (and answers refusals); the usage event is
+ * emitted when the raw response closes, so a client that leaves is metered too (499), and a
+ * request whose client left during the check never reaches its handler. Hooks are added to
+ * `app` itself, so they cover every route. Events of admitted requests carry Fastify's route
+ * pattern (`/users/:id`) unless `useRoutePattern` is false, in which case the gateway's route
+ * templater applies.
  */
 export function registerGateway(
   app: FastifyInstance,
@@ -55,52 +59,25 @@ export function registerGateway(
   options: { useRoutePattern?: boolean } = {},
 ): void {
   const useRoutePattern = options.useRoutePattern ?? true;
-  const decisions = new WeakMap<FastifyRequest, Decision>();
   app.addHook("onRequest", async (request, reply) => {
+    const exchange = new MeteredExchange(gateway, request.raw, reply.raw);
     const decision = await gateway.check(request.raw);
     const pattern = request.routeOptions.url;
-    if (useRoutePattern && pattern?.startsWith("/")) decision.route = pattern.slice(0, 256);
-    decisions.set(request, decision);
+    if (useRoutePattern && !decision.error && pattern?.startsWith("/")) decision.route = pattern.slice(0, 256);
+    exchange.decided(decision);
+    if (exchange.clientGone) {
+      // Nobody to answer: stop here, the handler never runs.
+      reply.hijack();
+      reply.raw.destroy();
+      return reply;
+    }
     for (const [name, value] of decision.headers) reply.header(name, value);
     if (decision.error) {
       const { status, body } = toErrorResponse(decision.error, decision.requestId);
       return reply.code(status).header("cache-control", "no-store").send(body);
     }
     contexts.set(request.raw, decision);
+    decision.forwarded = true;
     return undefined;
   });
-  app.addHook("onResponse", async (request, reply) => {
-    const decision = decisions.get(request);
-    if (!decision) return;
-    const length = Number(reply.getHeader("content-length") ?? 0);
-    gateway.record(decision, reply.statusCode, requestBytes(request.raw), Number.isFinite(length) ? length : 0);
-  });
-}
-
-function requestBytes(req: IncomingMessage): number {
-  const length = Number(req.headers["content-length"] ?? 0);
-  return Number.isFinite(length) && length > 0 ? length : 0;
-}
-
-/** Counts body bytes written through `res.write`/`res.end`, whatever framework writes them. */
-function countResponseBytes(res: ServerResponse): { bytes: number } {
-  const counter = { bytes: 0 };
-  const count = (chunk: unknown, encoding?: unknown) => {
-    if (typeof chunk === "string") {
-      counter.bytes += Buffer.byteLength(chunk, typeof encoding === "string" ? (encoding as BufferEncoding) : "utf8");
-    } else if (chunk instanceof Uint8Array) {
-      counter.bytes += chunk.byteLength;
-    }
-  };
-  const write = res.write;
-  const end = res.end;
-  res.write = function (this: ServerResponse, ...args: Parameters<typeof write>) {
-    count(args[0], args[1]);
-    return write.apply(this, args);
-  } as typeof write;
-  res.end = function (this: ServerResponse, ...args: Parameters<typeof end>) {
-    if (typeof args[0] !== "function") count(args[0], args[1]);
-    return end.apply(this, args);
-  } as typeof end;
-  return counter;
 }

@@ -1,7 +1,14 @@
 import { describe, expect, it } from "vitest";
 import { parseRequestTarget } from "./request-path";
 
-const path = (raw: string) => parseRequestTarget(raw)?.path;
+const path = (raw: string) => {
+  const parsed = parseRequestTarget(raw);
+  return parsed.ok ? parsed.target.path : undefined;
+};
+const refusal = (raw: string) => {
+  const parsed = parseRequestTarget(raw);
+  return parsed.ok ? undefined : parsed.reason;
+};
 
 describe("parseRequestTarget", () => {
   it("resolves dot segments, plain and encoded", () => {
@@ -23,17 +30,34 @@ describe("parseRequestTarget", () => {
   });
 
   it("refuses encoded slashes, backslashes and NUL", () => {
-    expect(parseRequestTarget("/admin%2Fkeys")).toBeUndefined();
-    expect(parseRequestTarget("/v1%5c..%5cadmin")).toBeUndefined();
-    expect(parseRequestTarget("/v1/%00")).toBeUndefined();
+    expect(refusal("/admin%2Fkeys")).toContain("encoded slash");
+    expect(refusal("/v1%5c..%5cadmin")).toContain("encoded slash");
+    expect(refusal("/v1/%00")).toContain("NUL");
+  });
+
+  it("refuses matrix parameters, double encoding, control characters and trimmable segment ends", () => {
+    expect(refusal("/admin;x")).toContain("matrix");
+    expect(refusal("/v1/..;/admin")).toContain("matrix");
+    expect(refusal("/v1/reports/..;/users")).toContain("matrix");
+    expect(refusal("/%2561dmin")).toContain("%25");
+    expect(refusal("/v1/%0d%0aX")).toContain("control");
+    expect(refusal("/admin.")).toContain("dot or a space");
+    expect(refusal("/admin%2e/keys")).toContain("dot or a space");
+    expect(refusal("/admin%20")).toContain("dot or a space");
+    expect(refusal("/admin%20/keys")).toContain("dot or a space");
+    // Dots and spaces inside a segment are ordinary.
+    expect(path("/v1/files/report.pdf")).toBe("/v1/files/report.pdf");
+    expect(path("/v1/a%20b/c")).toBe("/v1/a%20b/c");
   });
 
   it("accepts absolute-form targets and keeps the query", () => {
-    const target = parseRequestTarget("http://api.example.com/v1/x?a=1&api_key=k");
-    expect(target?.path).toBe("/v1/x");
-    expect(target?.search).toBe("?a=1&api_key=k");
-    expect(target?.searchParams.get("api_key")).toBe("k");
-    expect(parseRequestTarget("ftp://x/y")).toBeUndefined();
-    expect(parseRequestTarget("*")).toBeUndefined();
+    const parsed = parseRequestTarget("http://api.example.com/v1/x?a=1&api_key=k");
+    expect(parsed.ok).toBe(true);
+    if (!parsed.ok) return;
+    expect(parsed.target.path).toBe("/v1/x");
+    expect(parsed.target.search).toBe("?a=1&api_key=k");
+    expect(parsed.target.searchParams.get("api_key")).toBe("k");
+    expect(parseRequestTarget("ftp://x/y").ok).toBe(false);
+    expect(parseRequestTarget("*").ok).toBe(false);
   });
 });

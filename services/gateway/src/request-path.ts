@@ -1,9 +1,8 @@
+import { canonicalPath } from "@keymeter/shared/api-keys";
+
 /**
- * The canonical form of a request target, which the gateway both checks scopes against and
- * forwards, so an upstream cannot read a path differently from how it was authorized:
- * dot segments resolved (also `%2e%2e`), runs of slashes collapsed, percent-encoded
- * unreserved characters decoded (`/%61dmin` is `/admin`). Encoded slashes, backslashes and
- * NUL are refused: upstreams disagree about them.
+ * A request target in the form the gateway both checks scopes against and forwards (see
+ * `canonicalPath` in `@keymeter/shared/api-keys`: the same form route prefixes are stored in).
  */
 export interface RequestTarget {
   path: string;
@@ -12,25 +11,21 @@ export interface RequestTarget {
   searchParams: URLSearchParams;
 }
 
-const BASE = "http://gateway.invalid";
-const AMBIGUOUS = /%(2f|5c|00)/i;
-const UNRESERVED_ESCAPE = /%([0-9a-f]{2})/gi;
+export type ParsedTarget = { ok: true; target: RequestTarget } | { ok: false; reason: string };
 
-export function parseRequestTarget(raw: string): RequestTarget | undefined {
+const BASE = "http://gateway.invalid";
+
+/** Parses an origin-form (`/path?q`) or absolute-form request target into its canonical form. */
+export function parseRequestTarget(raw: string): ParsedTarget {
   let url: URL;
   try {
     // Origin-form (`/path`) is joined to a fixed base by string, so `//host/x` stays a path.
     url = raw.startsWith("/") ? new URL(BASE + raw) : new URL(raw);
   } catch {
-    return undefined;
+    return { ok: false, reason: "not a valid request target" };
   }
-  if (url.protocol !== "http:" && url.protocol !== "https:") return undefined;
-  if (AMBIGUOUS.test(url.pathname)) return undefined;
-  const decoded = url.pathname.replace(UNRESERVED_ESCAPE, (encoded, hex: string) => {
-    const char = String.fromCharCode(Number.parseInt(hex, 16));
-    return /[A-Za-z0-9\-._~]/.test(char) ? char : encoded.toUpperCase();
-  });
-  // Decoding may have produced new dot segments (`%2e`): resolve once more.
-  const resolved = decoded === url.pathname ? decoded : new URL(BASE + decoded).pathname;
-  return { path: resolved.replace(/\/{2,}/g, "/"), search: url.search, searchParams: url.searchParams };
+  if (url.protocol !== "http:" && url.protocol !== "https:") return { ok: false, reason: "not an http URL" };
+  const canonical = canonicalPath(url.pathname);
+  if (!canonical.ok) return canonical;
+  return { ok: true, target: { path: canonical.path, search: url.search, searchParams: url.searchParams } };
 }

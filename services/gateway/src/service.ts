@@ -1,6 +1,7 @@
+import { readFileSync } from "node:fs";
 import type { Server } from "node:http";
 import { loadTiers } from "@keymeter/shared/billing";
-import { createMetricsServer, type Logger, listen } from "@keymeter/shared/runtime";
+import { AppError, createMetricsServer, type Logger, listen } from "@keymeter/shared/runtime";
 import { createRedis, type Redis, redisKeys } from "@keymeter/shared/stores";
 import type { UsageEventSink } from "@keymeter/shared/usage";
 import type { GatewayConfig } from "./config";
@@ -32,10 +33,9 @@ export async function startGateway(
 ): Promise<RunningGateway> {
   const tiers = loadTiers(config.TIERS_FILE);
   const keys = redisKeys(config.REDIS_KEY_PREFIX);
-  const redis: Redis = createRedis(config.REDIS_URL);
-  const subscriber: Redis = createRedis(config.REDIS_URL);
-  // Requests fail closed (503) while Redis is away; the log says why, once per error.
-  redis.on("error", (error: Error) => logger.warn({ err: error.message }, "redis connection error"));
+  // Requests fail closed (503) while Redis is away; the log says why (rate-limited, with a count).
+  const redis: Redis = createRedis(config.REDIS_URL, { logger, name: "redis" });
+  const subscriber: Redis = createRedis(config.REDIS_URL, { logger, name: "redis-subscriber" });
   const cache = new KeyCache({ redis, subscriber, keys, logger, ttlMs: config.KEY_CACHE_TTL_MS });
   await cache.start();
   const metrics = new GatewayMetrics();
@@ -56,6 +56,7 @@ export async function startGateway(
     upstream: new URL(config.UPSTREAM_URL),
     logger,
     timeoutMs: config.UPSTREAM_TIMEOUT_MS,
+    ...(config.UPSTREAM_CA_FILE ? { ca: readCaFile(config.UPSTREAM_CA_FILE) } : {}),
   });
   const port = await listen(server, config.GATEWAY_HOST, config.GATEWAY_PORT, "GATEWAY_PORT");
   logger.info({ port, upstream: config.UPSTREAM_URL, source: config.GATEWAY_ID }, "gateway listening");
@@ -87,4 +88,19 @@ export async function startGateway(
       await Promise.all([redis.quit(), subscriber.quit()]);
     },
   };
+}
+
+function readCaFile(path: string): string {
+  let text: string;
+  try {
+    text = readFileSync(path, "utf8");
+  } catch (error) {
+    throw new AppError("config_invalid", `UPSTREAM_CA_FILE cannot be read: ${(error as Error).message}`, {
+      cause: error,
+    });
+  }
+  if (!text.includes("-----BEGIN CERTIFICATE-----")) {
+    throw new AppError("config_invalid", "UPSTREAM_CA_FILE holds no PEM certificate");
+  }
+  return text;
 }

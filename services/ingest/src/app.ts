@@ -1,7 +1,17 @@
 import { createHash, randomUUID, timingSafeEqual } from "node:crypto";
-import { bearerToken } from "@keymeter/shared/api-keys";
-import { AppError, describeIssues, type Logger, toErrorResponse } from "@keymeter/shared/runtime";
+import type { IncomingMessage } from "node:http";
+import { bearerToken, type KeyAttributor } from "@keymeter/shared/api-keys";
 import {
+  AppError,
+  checkHealth,
+  describeIssues,
+  type HealthProbe,
+  type Logger,
+  RateLimitedLog,
+  toErrorResponse,
+} from "@keymeter/shared/runtime";
+import {
+  attributeEvents,
   encodeEvent,
   parseUsageEvent,
   USAGE_EVENT_TYPE,
@@ -19,7 +29,18 @@ export interface IngestAppOptions {
   maxBodyBytes: number;
   maxBatchEvents: number;
   kongSource: string;
+  /**
+   * Resolves key aliases to key ids and fills in customer and tier at receive time. Without
+   * it (or while Redis is down) events go on as sent, and the aggregator attributes them.
+   */
+  attribution?: KeyAttributor;
+  /** Further dependencies for `/healthz` (Kafka is judged by the last publish). */
+  health?: HealthProbe;
 }
+
+/** How much of an oversized body is read and discarded before the 413, so the client can read it. */
+const MAX_DRAIN_BYTES = 64 * 1024 * 1024;
+const DRAIN_TIMEOUT_MS = 10_000;
 
 interface Rejection {
   index: number;
@@ -43,6 +64,9 @@ export function buildIngestApp(options: IngestAppOptions): FastifyInstance {
     logger: false,
   });
   const tokenDigests = options.tokens.map(digest);
+  const warnings = new RateLimitedLog(options.logger);
+  /** False after a publish Kafka did not acknowledge, until the next acknowledged one. */
+  let kafkaUp = true;
 
   app.addContentTypeParser([STRUCTURED, BATCH], { parseAs: "string" }, (_req, body, done) => {
     try {
@@ -62,13 +86,16 @@ export function buildIngestApp(options: IngestAppOptions): FastifyInstance {
       throw new AppError("unauthenticated", "missing or wrong ingest token (Authorization: Bearer <token>)");
   });
 
-  app.setErrorHandler((error, request, reply) => {
+  app.setErrorHandler(async (error, request, reply) => {
     const mapped = mapFrameworkError(error);
     const { status, body } = toErrorResponse(mapped, String(request.id));
     if (status >= 500 && !(mapped instanceof AppError && mapped.retryable)) {
       options.logger.error({ err: error, requestId: request.id }, "ingest request failed");
     }
     if (status === 503) reply.header("retry-after", "1");
+    // The client may still be sending an oversized body: answering now would close the socket
+    // under it (a broken pipe instead of the 413). Read the rest first, within bounds.
+    if (status === 413) await discardBody(request.raw, MAX_DRAIN_BYTES, DRAIN_TIMEOUT_MS);
     return reply.status(status).send(body);
   });
 
@@ -88,10 +115,14 @@ export function buildIngestApp(options: IngestAppOptions): FastifyInstance {
     return reply.status(status).send(body);
   });
 
-  app.get("/healthz", async () => "ok");
+  app.get("/healthz", async (_request, reply) => {
+    const { status, report } = await checkHealth(async () => ({ kafka: kafkaUp, ...(await options.health?.()) }));
+    return reply.status(status).send(report);
+  });
 
   function eventsFromRequest(request: FastifyRequest): unknown[] {
-    const contentType = (request.headers["content-type"] ?? "").split(";")[0]?.trim();
+    // Media types are case-insensitive (RFC 9110); parameters such as charset are allowed.
+    const contentType = (request.headers["content-type"] ?? "").split(";")[0]?.trim().toLowerCase();
     if (contentType === BATCH) {
       if (!Array.isArray(request.body))
         throw new AppError("bad_request", "a batch body must be a JSON array of events");
@@ -117,7 +148,7 @@ export function buildIngestApp(options: IngestAppOptions): FastifyInstance {
   }
 
   async function accept(results: ReturnType<typeof parseUsageEvent>[], requestId: string): Promise<[number, unknown]> {
-    const accepted: UsageEvent[] = [];
+    let accepted: UsageEvent[] = [];
     const rejected: Rejection[] = [];
     results.forEach((result, index) => {
       if (result.ok) accepted.push(result.event);
@@ -131,15 +162,44 @@ export function buildIngestApp(options: IngestAppOptions): FastifyInstance {
       const { body } = toErrorResponse(new AppError("invalid_event", "no valid event in the request"), requestId);
       return [400, { ...body, accepted: 0, rejected }];
     }
+    let unknownSubjects: string[] = [];
+    if (options.attribution) {
+      try {
+        const attributed = await attributeEvents(accepted, options.attribution);
+        accepted = attributed.events;
+        unknownSubjects = [...attributed.unknownSubjects];
+      } catch (error) {
+        // The aggregator attributes what arrives without customer and tier: publish as sent.
+        warnings.log(
+          "warn",
+          "attribution",
+          { err: (error as Error).message },
+          "could not attribute events (key registry unavailable); the aggregator will",
+        );
+      }
+    }
+    if (unknownSubjects.length > 0) {
+      options.logger.warn({ subjects: unknownSubjects.slice(0, 10) }, "events for keys the registry does not know");
+    }
     try {
       await options.publisher.publish(accepted.map(encodeEvent));
+      kafkaUp = true;
     } catch (error) {
+      kafkaUp = false;
       throw new AppError("service_unavailable", "Kafka did not acknowledge the events; retry with the same event ids", {
         retryable: true,
         cause: error,
       });
     }
-    return [202, { accepted: accepted.length, rejected }];
+    // Unknown subjects are accepted and stored (reported in ClickHouse's v_unknown_keys), never dropped.
+    return [
+      202,
+      {
+        accepted: accepted.length,
+        rejected,
+        ...(unknownSubjects.length > 0 ? { unknown_subjects: unknownSubjects } : {}),
+      },
+    ];
   }
 
   return app;
@@ -160,6 +220,36 @@ function binaryModeEvent(request: FastifyRequest): unknown {
     time: header("time"),
     data: request.body,
   };
+}
+
+/**
+ * Reads and discards what is left of a request body, up to `maxBytes` or `timeoutMs`.
+ * Node closes the connection after answering a request whose body was not read to the end;
+ * a client still writing then gets a broken pipe (EPIPE/ECONNRESET) instead of the answer.
+ * Past either bound the answer goes out anyway and the connection is cut.
+ */
+function discardBody(raw: IncomingMessage, maxBytes: number, timeoutMs: number): Promise<void> {
+  if (raw.complete || raw.readableEnded || raw.destroyed) return Promise.resolve();
+  return new Promise((resolve) => {
+    let bytes = 0;
+    const done = () => {
+      clearTimeout(timer);
+      raw.off("data", onData);
+      raw.off("end", done);
+      raw.off("error", done);
+      raw.off("close", done);
+      resolve();
+    };
+    const onData = (chunk: Buffer) => {
+      bytes += chunk.length;
+      if (bytes > maxBytes) done();
+    };
+    const timer = setTimeout(done, timeoutMs);
+    raw.on("data", onData);
+    raw.once("end", done);
+    raw.once("error", done);
+    raw.once("close", done);
+  });
 }
 
 function digest(value: string): Buffer {

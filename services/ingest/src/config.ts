@@ -15,6 +15,8 @@ export const ingestConfigSchema = storesConfigSchema.extend({
   KAFKA_TOPIC_PREFIX: z.string().default(""),
   /** Partitions of usage.events when this service creates it; the aggregator's setting too. */
   KAFKA_EVENT_PARTITIONS: env.positiveInt().default(6),
+  /** Namespace of the key registry in Redis (its REDIS_KEY_PREFIX): aliases and attribution come from it. */
+  REDIS_KEY_PREFIX: z.string().default(""),
   /** `source` of events built from Kong http-log payloads. */
   KONG_SOURCE: z.string().min(1).default("kong"),
 });

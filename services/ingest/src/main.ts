@@ -1,5 +1,13 @@
+import { KeyAttributor } from "@keymeter/shared/api-keys";
 import { bindPort, createLogger, parseConfig, runService } from "@keymeter/shared/runtime";
-import { createIdempotentProducer, createKafka, ensureTopics, topicNames } from "@keymeter/shared/stores";
+import {
+  createIdempotentProducer,
+  createKafka,
+  createRedis,
+  ensureTopics,
+  redisKeys,
+  topicNames,
+} from "@keymeter/shared/stores";
 import { KafkaPublisher, PartitionCount } from "@keymeter/shared/usage";
 import { buildIngestApp } from "./app";
 import { ingestConfigSchema } from "./config";
@@ -15,6 +23,8 @@ runService("ingest", async () => {
   // Bounded retries: a send the client already got a 503 for must not linger in memory.
   const producer = createIdempotentProducer(kafka, { retry: { retries: 3, maxRetryTime: 2_000 } });
   await producer.connect();
+  // The key registry's Redis: aliases resolve to key ids, customer and tier are filled in.
+  const redis = createRedis(config.REDIS_URL, { logger });
 
   const app = buildIngestApp({
     publisher: new KafkaPublisher(producer, topics.events, new PartitionCount(admin, topics.events), 10_000),
@@ -23,6 +33,8 @@ runService("ingest", async () => {
     maxBodyBytes: config.INGEST_MAX_BODY_BYTES,
     maxBatchEvents: config.INGEST_MAX_BATCH_EVENTS,
     kongSource: config.KONG_SOURCE,
+    attribution: new KeyAttributor({ redis, keys: redisKeys(config.REDIS_KEY_PREFIX) }),
+    health: () => ({ redis: redis.status === "ready" }),
   });
   await bindPort(config.INGEST_HOST, config.INGEST_PORT, "INGEST_PORT", () =>
     app.listen({ host: config.INGEST_HOST, port: config.INGEST_PORT }),
@@ -32,5 +44,6 @@ runService("ingest", async () => {
     await app.close();
     await producer.disconnect();
     await admin.disconnect();
+    redis.disconnect();
   };
 });

@@ -1,4 +1,6 @@
+export * from "./canonical-path";
 export * from "./ip-allowlist";
+export * from "./key-attribution";
 export * from "./key-authentication";
 export * from "./key-format";
 export * from "./key-mirror";

@@ -1,13 +1,17 @@
 import { describe, expect, it } from "vitest";
 import {
+  containsSecret,
+  findSecret,
   generateKeyId,
   generateSecret,
   hashesEqual,
   hashSecret,
+  isKeyAlias,
   KEY_ID,
   keyChecksum,
   parseSecret,
   randomBase62,
+  redactSecrets,
   secretHint,
 } from "./key-format";
 
@@ -70,5 +74,33 @@ describe("API key format", () => {
   it("hints at a secret with its last four characters only", () => {
     const secret = generateSecret("km", "test");
     expect(secretHint(secret)).toBe(`km_test_…${secret.slice(-4)}`);
+  });
+});
+
+describe("secret scan", () => {
+  it("finds a well-formed secret of any prefix anywhere in a string, and redacts it", () => {
+    const live = generateSecret("km", "live");
+    const test = generateSecret("acme", "test");
+    expect(findSecret(`/v1/files/${live}/raw`)).toEqual({ start: 10, end: 10 + live.length });
+    expect(containsSecret(`x${test}y`)).toBe(true);
+    expect(redactSecrets(`a ${live} b ${test}`)).toBe("a [redacted] b [redacted]");
+  });
+
+  it("ignores look-alikes: wrong checksum, short tail, no prefix", () => {
+    const live = generateSecret("km", "live");
+    const last = live.at(-1) === "a" ? "b" : "a";
+    expect(containsSecret(live.slice(0, -1) + last)).toBe(false);
+    expect(containsSecret(live.slice(0, -2))).toBe(false);
+    expect(containsSecret(live.slice(2))).toBe(false);
+    expect(containsSecret("/v1/go_live_now")).toBe(false);
+  });
+
+  it("keeps aliases apart from key ids and secrets", () => {
+    expect(isKeyAlias("3f0c9a2e-1b2c-4d5e-8f90-123456789abc")).toBe(true);
+    expect(isKeyAlias("kong:acme")).toBe(true);
+    expect(isKeyAlias("key_abcdefgh12")).toBe(false);
+    expect(isKeyAlias("km_live_typo")).toBe(false);
+    expect(isKeyAlias(`1${generateSecret("km", "live")}`)).toBe(false);
+    expect(isKeyAlias("has space")).toBe(false);
   });
 });

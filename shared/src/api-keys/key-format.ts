@@ -94,3 +94,66 @@ export function secretHint(secret: string): string {
   const parsed = parseSecret(secret);
   return `${parsed ? `${parsed.prefix}_${parsed.env}_` : ""}…${secret.slice(-4)}`;
 }
+
+/** Another system's name for a key (a Kong consumer id or custom_id, another gateway's key id). */
+export const KEY_ALIAS = /^[A-Za-z0-9][A-Za-z0-9._:@/+=-]{0,127}$/;
+/** The start of a secret (`km_live_`): a mistyped or cut secret is still a secret. */
+const SECRET_START = /^[a-z]{2,10}_(live|test)_/;
+
+/**
+ * True for a valid key alias: the alias shape, not `key_...` (reserved for key ids), not
+ * starting like a secret and holding none.
+ */
+export function isKeyAlias(value: string): boolean {
+  return KEY_ALIAS.test(value) && !value.startsWith("key_") && !SECRET_START.test(value) && !containsSecret(value);
+}
+
+const ENV_MARKERS = ["_live_", "_test_"] as const;
+const MARKER_LENGTH = 6;
+const SECRET_TAIL = RANDOM_LENGTH + CHECKSUM_LENGTH;
+
+const isBase62 = (code: number) =>
+  (code >= 48 && code <= 57) || (code >= 65 && code <= 90) || (code >= 97 && code <= 122);
+const isLower = (code: number) => code >= 97 && code <= 122;
+
+/** The secret whose environment marker (`_live_`) is at `at`, when prefix, tail and checksum fit. */
+function secretAt(text: string, at: number): { start: number; end: number } | undefined {
+  const end = at + MARKER_LENGTH + SECRET_TAIL;
+  if (end > text.length) return undefined;
+  for (let i = at + MARKER_LENGTH; i < end; i++) if (!isBase62(text.charCodeAt(i))) return undefined;
+  // The prefix is 2..10 lower-case letters; only the right one makes the checksum fit.
+  for (let length = 1; length <= 10 && at - length >= 0; length++) {
+    if (!isLower(text.charCodeAt(at - length))) break;
+    if (length >= 2 && parseSecret(text.slice(at - length, end))) return { start: at - length, end };
+  }
+  return undefined;
+}
+
+/**
+ * Finds something shaped like one of our secrets (any prefix, `live`/`test`, 36 base62 with
+ * a valid CRC32 checksum) anywhere in `text`. Cheap enough for the hot path: two `indexOf`
+ * scans, and a checksum only where an environment marker appears.
+ */
+export function findSecret(text: string): { start: number; end: number } | undefined {
+  for (const marker of ENV_MARKERS) {
+    for (let at = text.indexOf(marker); at !== -1; at = text.indexOf(marker, at + 1)) {
+      const found = secretAt(text, at);
+      if (found) return found;
+    }
+  }
+  return undefined;
+}
+
+/** True when `text` holds a well-formed secret (see {@link findSecret}). */
+export function containsSecret(text: string): boolean {
+  return findSecret(text) !== undefined;
+}
+
+/** `text` with every well-formed secret replaced by `replacement`. */
+export function redactSecrets(text: string, replacement = "[redacted]"): string {
+  let out = text;
+  for (let found = findSecret(out); found; found = findSecret(out)) {
+    out = out.slice(0, found.start) + replacement + out.slice(found.end);
+  }
+  return out;
+}

@@ -1,6 +1,14 @@
 import { type ClickHouseClient, quoteString, toDateTime } from "../stores/clickhouse";
 import type { KeyView } from "./key-record";
 
+/** The table keys are mirrored to (`INSERT INTO api_keys FORMAT JSONEachRow`). */
+export const KEY_MIRROR_TABLE = "api_keys";
+
+/** The newest mirrored row of one key. */
+export function mirroredKeyQuery(keyId: string): string {
+  return `SELECT * FROM api_keys FINAL WHERE key_id = ${quoteString(keyId)}`;
+}
+
 /** Where key metadata is copied for SQL joins. Never receives a secret or a hash. */
 export interface KeyMirror {
   upsert(keys: readonly KeyView[]): Promise<void>;
@@ -12,15 +20,12 @@ export class ClickHouseKeyMirror implements KeyMirror {
 
   async upsert(keys: readonly KeyView[]): Promise<void> {
     if (keys.length === 0) return;
-    await this.client.insert({ table: "api_keys", values: keys.map(toRow), format: "JSONEachRow" });
+    await this.client.insert({ table: KEY_MIRROR_TABLE, values: keys.map(keyMirrorRow), format: "JSONEachRow" });
   }
 
   /** The mirrored row of one key, newest version (for checks and repairs). */
   async get(keyId: string): Promise<Record<string, unknown> | undefined> {
-    const result = await this.client.query({
-      query: `SELECT * FROM api_keys FINAL WHERE key_id = ${quoteString(keyId)}`,
-      format: "JSONEachRow",
-    });
+    const result = await this.client.query({ query: mirroredKeyQuery(keyId), format: "JSONEachRow" });
     const [row] = await result.json<Record<string, unknown>>();
     return row;
   }
@@ -28,7 +33,8 @@ export class ClickHouseKeyMirror implements KeyMirror {
 
 const dateTime = (value: string | null) => (value === null ? null : toDateTime(Date.parse(value)));
 
-function toRow(key: KeyView) {
+/** The `api_keys` row of a key: metadata only. */
+export function keyMirrorRow(key: KeyView) {
   return {
     key_id: key.id,
     customer_id: key.customer_id,
@@ -47,5 +53,6 @@ function toRow(key: KeyView) {
     revoked_at: dateTime(key.revoked_at),
     expires_at: dateTime(key.expires_at),
     version: key.version,
+    aliases: key.aliases,
   };
 }

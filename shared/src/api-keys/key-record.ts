@@ -1,7 +1,7 @@
 import { z } from "zod";
 import { describeIssues } from "../runtime/describe-issues";
 import { cidrSchema } from "./ip-allowlist";
-import { KEY_ENVIRONMENTS, KEY_ID } from "./key-format";
+import { isKeyAlias, KEY_ENVIRONMENTS, KEY_ID } from "./key-format";
 import { routePrefixSchema, scopeSchema } from "./scopes";
 
 const timestamp = z.iso.datetime({ offset: true });
@@ -33,6 +33,8 @@ export const keyRecordSchema = z.object({
   /** Bumped on every change: optimistic concurrency in Redis, ReplacingMergeTree version in ClickHouse. */
   version: z.number().int().positive(),
   secret_hashes: z.array(secretHashSchema).min(1),
+  /** Other systems' names for this key (Kong consumer id, another gateway's key id); unique across keys. */
+  aliases: z.array(z.string()).default([]),
 });
 export type KeyRecord = z.infer<typeof keyRecordSchema>;
 
@@ -70,6 +72,15 @@ export function keyView(record: KeyRecord, now: number = Date.now()): KeyView {
 }
 
 const customerId = z.string().regex(/^[A-Za-z0-9_.:-]{1,128}$/, "expected 1..128 letters, digits or _ . : -");
+/** A key alias: what the ingest and aggregator resolve to this key's id. */
+export const keyAliasSchema = z
+  .string()
+  .refine(isKeyAlias, "expected 1..128 letters, digits or . _ : @ / + = - (not key_..., never a secret)");
+const aliasList = z
+  .array(keyAliasSchema)
+  .max(16)
+  .refine((aliases) => new Set(aliases).size === aliases.length, "aliases must not repeat");
+
 const futureTimestamp = timestamp.refine((value) => Date.parse(value) > Date.now(), "must be in the future");
 
 /** Input to create a key (admin API body, CLI options). The tier is checked against the catalog. */
@@ -83,6 +94,7 @@ export const createKeyInputSchema = z
     routes: z.array(routePrefixSchema).max(64).default([]),
     ip_allowlist: z.array(cidrSchema).max(256).default([]),
     expires_at: futureTimestamp.nullable().default(null),
+    aliases: aliasList.default([]),
   })
   .strict();
 export type CreateKeyInput = z.input<typeof createKeyInputSchema>;
@@ -96,6 +108,8 @@ export const updateKeyInputSchema = z
     routes: z.array(routePrefixSchema).max(64),
     ip_allowlist: z.array(cidrSchema).max(256),
     expires_at: futureTimestamp.nullable(),
+    /** Replaces the key's aliases. */
+    aliases: aliasList,
   })
   .partial()
   .strict()

@@ -3,6 +3,7 @@ import type { TierCatalog } from "../billing/tiers";
 import { describeIssues } from "../runtime/describe-issues";
 import { AppError } from "../runtime/errors";
 import type { Logger } from "../runtime/logger";
+import { malformedStringPath } from "../runtime/well-formed";
 import type { Redis } from "../stores/redis";
 import type { RedisKeys } from "../stores/redis-keys";
 import { generateKeyId, generateSecret, hashSecret, KEY_ID, secretHint } from "./key-format";
@@ -45,11 +46,14 @@ export interface IssuedKey {
 }
 
 /**
- * Writes the record only if its stored version is the expected one (0: only if absent),
- * sets or expires hash index entries, indexes the id and publishes the change, atomically.
- * KEYS: record, id index, customer's id index, hash keys... ARGV: expected version, record
- * JSON, channel, message, key id, created score, then one TTL per hash key (ms; 0 keeps
- * forever, -1 deletes).
+ * Writes the record only if its stored version is the expected one (0: only if absent) and
+ * every alias it claims is free or already its own; sets or expires hash index entries,
+ * claims and releases aliases, indexes the id and publishes the change, atomically.
+ * KEYS: record, id index, customer's id index, hash keys..., aliases to claim..., aliases to
+ * release... ARGV: expected version, record JSON, channel, message, key id, created score,
+ * hash key count, claimed alias count, then one TTL per hash key (ms; 0 keeps forever, -1
+ * deletes). Returns 1 (written), 0 (version changed), -1 (no such key), or
+ * {-2, i, owner} when the i-th claimed alias (0-based) belongs to another key.
  */
 const APPLY_SCRIPT = `
 local current = redis.call('GET', KEYS[1])
@@ -60,11 +64,18 @@ else
   if not current then return -1 end
   if cjson.decode(current).version ~= expected then return 0 end
 end
+local hashes = tonumber(ARGV[7])
+local claims = tonumber(ARGV[8])
+local firstAlias = 4 + hashes
+for i = firstAlias, firstAlias + claims - 1 do
+  local owner = redis.call('GET', KEYS[i])
+  if owner and owner ~= ARGV[5] then return {-2, i - firstAlias, owner} end
+end
 redis.call('SET', KEYS[1], ARGV[2])
 redis.call('ZADD', KEYS[2], ARGV[6], ARGV[5])
 redis.call('ZADD', KEYS[3], ARGV[6], ARGV[5])
-for i = 4, #KEYS do
-  local ttl = tonumber(ARGV[3 + i])
+for i = 4, firstAlias - 1 do
+  local ttl = tonumber(ARGV[5 + i])
   if ttl < 0 then
     redis.call('DEL', KEYS[i])
   elseif ttl == 0 then
@@ -73,9 +84,27 @@ for i = 4, #KEYS do
     redis.call('SET', KEYS[i], ARGV[5], 'PX', ttl)
   end
 end
+for i = firstAlias, firstAlias + claims - 1 do
+  redis.call('SET', KEYS[i], ARGV[5])
+end
+for i = firstAlias + claims, #KEYS do
+  if redis.call('GET', KEYS[i]) == ARGV[5] then redis.call('DEL', KEYS[i]) end
+end
 redis.call('PUBLISH', ARGV[3], ARGV[4])
 return 1
 `;
+
+/** What a sync could not write to the mirror, per key. */
+export interface SyncFailure {
+  key_id: string;
+  error: string;
+}
+
+/** The outcome of {@link KeyRegistry.sync}: how many keys were written, and which were not. */
+export interface SyncReport {
+  mirrored: number;
+  failed: SyncFailure[];
+}
 
 interface HashOp {
   hash: string;
@@ -130,6 +159,7 @@ export class KeyRegistry {
       hint: secretHint(secret),
       version: 1,
       secret_hashes: [{ hash, valid_until: null }],
+      aliases: parsed.aliases,
     };
     await this.apply(record, 0, [{ hash, ttlMs: 0 }]);
     this.logger.info({ key_id: record.id, customer_id: record.customer_id, tier: record.tier }, "api key created");
@@ -167,7 +197,11 @@ export class KeyRegistry {
     const patch = parseInput(updateKeyInputSchema, input);
     if (patch.tier !== undefined) this.checkTier(patch.tier);
     const record = await this.change(keyId, (current) => {
-      if (current.state === "revoked") throw new AppError("conflict", `key ${keyId} is revoked and cannot change`);
+      // A revoked key may still give up its aliases, so that another key can take them.
+      const onlyAliases = Object.keys(patch).every((field) => field === "aliases");
+      if (current.state === "revoked" && !onlyAliases) {
+        throw new AppError("conflict", `key ${keyId} is revoked and cannot change`);
+      }
       return { record: { ...current, ...patch }, hashOps: [] };
     });
     this.logger.info({ key_id: keyId, fields: Object.keys(patch) }, "api key updated");
@@ -234,24 +268,50 @@ export class KeyRegistry {
     return keyId ? this.get(keyId) : undefined;
   }
 
-  /** Writes every key's metadata to the mirror again: the repair after mirror failures. */
-  async sync(): Promise<number> {
+  /**
+   * Writes every key's metadata to the mirror again: the repair after mirror failures. A
+   * batch the mirror refuses is retried key by key, so one bad record (or one the mirror
+   * cannot take) is reported in `failed` and the others are still written.
+   */
+  async sync(): Promise<SyncReport> {
     if (!this.mirror) throw new AppError("service_unavailable", "no mirror configured");
-    let count = 0;
+    const mirror = this.mirror;
+    const report: SyncReport = { mirrored: 0, failed: [] };
     const batch = 500;
     for (let start = 0; ; start += batch) {
       const ids = await this.redis.zrange(this.keys.keyIds, start, start + batch - 1);
       if (ids.length === 0) break;
       const raw = await this.redis.mget(ids.map((id) => this.keys.keyRecord(id)));
-      const views = raw.flatMap((value) => {
+      const views: KeyView[] = [];
+      raw.forEach((value, i) => {
         const record = this.parseRecord(value);
-        return record ? [keyView(record, this.now())] : [];
+        if (record) views.push(keyView(record, this.now()));
+        else report.failed.push({ key_id: ids[i] ?? "", error: "the record in Redis is missing or unreadable" });
       });
-      await this.mirror.upsert(views);
-      count += views.length;
+      try {
+        await mirror.upsert(views);
+        report.mirrored += views.length;
+      } catch {
+        // Find the keys the mirror refuses; the rest of the batch still goes in.
+        for (const view of views) {
+          try {
+            await mirror.upsert([view]);
+            report.mirrored++;
+          } catch (error) {
+            report.failed.push({ key_id: view.id, error: (error as Error).message.slice(0, 300) });
+          }
+        }
+      }
     }
-    this.logger.info({ keys: count }, "api keys mirrored");
-    return count;
+    if (report.failed.length > 0) {
+      this.logger.warn(
+        { keys: report.mirrored, failed: report.failed.length, first: report.failed[0] },
+        "api keys mirrored, some could not be written",
+      );
+    } else {
+      this.logger.info({ keys: report.mirrored }, "api keys mirrored");
+    }
+    return report;
   }
 
   private checkTier(tier: string): void {
@@ -287,21 +347,31 @@ export class KeyRegistry {
   private async apply(record: KeyRecord, expectedVersion: number, hashOps: HashOp[], previous?: KeyRecord) {
     const hashes = new Set([...record.secret_hashes, ...(previous?.secret_hashes ?? [])].map((entry) => entry.hash));
     const message: KeyChangedMessage = { keyId: record.id, hashes: [...hashes] };
+    const claimed = record.aliases;
+    const released = (previous?.aliases ?? []).filter((alias) => !claimed.includes(alias));
     const result = await this.redis.eval(
       APPLY_SCRIPT,
-      3 + hashOps.length,
+      3 + hashOps.length + claimed.length + released.length,
       this.keys.keyRecord(record.id),
       this.keys.keyIds,
       this.keys.customerKeyIds(record.customer_id),
       ...hashOps.map((op) => this.keys.keyByHash(op.hash)),
+      ...claimed.map((alias) => this.keys.keyAlias(alias)),
+      ...released.map((alias) => this.keys.keyAlias(alias)),
       expectedVersion,
       JSON.stringify(record),
       this.keys.keyChangedChannel,
       JSON.stringify(message),
       record.id,
       Date.parse(record.created_at),
+      hashOps.length,
+      claimed.length,
       ...hashOps.map((op) => op.ttlMs),
     );
+    if (Array.isArray(result)) {
+      const alias = claimed[Number(result[1])] ?? "";
+      throw new AppError("conflict", `aliases: "${alias}" already belongs to key ${String(result[2])}`);
+    }
     if (result === -1) throw new AppError("not_found", `no API key ${record.id}`);
     return result === 1;
   }
@@ -332,6 +402,8 @@ export class KeyRegistry {
 }
 
 function parseInput<S extends z.ZodType>(schema: S, input: unknown): z.output<S> {
+  const malformed = malformedStringPath(input);
+  if (malformed) throw new AppError("bad_request", `${malformed}: not well-formed Unicode (a lone surrogate)`);
   const result = schema.safeParse(input);
   if (!result.success) throw new AppError("bad_request", describeIssues(result.error));
   return result.data;

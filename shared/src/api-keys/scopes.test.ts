@@ -47,4 +47,19 @@ describe("scope matching", () => {
     expect(routePrefixSchema.safeParse("/v1/../admin").success).toBe(false);
     expect(routePrefixSchema.safeParse("/v1?x=1").success).toBe(false);
   });
+
+  it("stores route prefixes in the canonical form requests are checked in", () => {
+    expect(routePrefixSchema.parse("/v1/%72eports")).toBe("/v1/reports");
+    expect(routePrefixSchema.parse("//v1//reports/")).toBe("/v1/reports");
+    for (const trick of [
+      "/v1/reports;x",
+      "/v1/%2561",
+      "/v1/reports.",
+      "/v1/reports%20",
+      "/v1/%2e%2e/admin",
+      "/a%2fb",
+    ]) {
+      expect(routePrefixSchema.safeParse(trick).success, trick).toBe(false);
+    }
+  });
 });

@@ -1,4 +1,5 @@
 import { z } from "zod";
+import { canonicalPathOf } from "./canonical-path";
 
 /**
  * What a key may do. `read-only`: GET, HEAD and OPTIONS outside admin routes; `read-write`:
@@ -11,15 +12,27 @@ export const scopeSchema = z.enum(SCOPES);
 
 const READ_METHODS = new Set(["GET", "HEAD", "OPTIONS"]);
 
-/** A route prefix: an absolute path without dot segments, query, fragment or trailing slash. */
+/**
+ * A route prefix: an absolute path without dot segments (also encoded), query, fragment or
+ * trailing slash, stored in the canonical form requests are checked in (`canonicalPathOf`), so
+ * `/v1/%72eports` is stored as `/v1/reports` and matches; what a request path could never be
+ * (`/admin;x`, `/v1/a%2561`, `/admin.`) is refused.
+ */
 export const routePrefixSchema = z
   .string()
   .max(256)
   .regex(/^\/[A-Za-z0-9\-._~!$&'()*+,;=:@%/]*$/, "expected a path prefix starting with /")
-  .refine((value) => !value.split("/").some((segment) => segment === "." || segment === ".."), {
+  .refine((value) => !value.split("/").some((segment) => /^(\.|%2e){1,2}$/i.test(segment)), {
     message: "path prefix must not contain . or .. segments",
   })
-  .transform((value) => (value.length > 1 ? value.replace(/\/+$/, "") : value));
+  .transform((value, context) => {
+    const canonical = canonicalPathOf(value);
+    if (!canonical.ok) {
+      context.addIssue({ code: "custom", message: `path prefix is not acceptable: ${canonical.reason}` });
+      return z.NEVER;
+    }
+    return canonical.path.length > 1 ? canonical.path.replace(/\/+$/, "") : canonical.path;
+  });
 
 /** True when `path` is `prefix` or below it: `/v1/users` covers `/v1/users/42`, not `/v1/usersX`. */
 export function pathHasPrefix(path: string, prefix: string): boolean {

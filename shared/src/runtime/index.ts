@@ -5,5 +5,7 @@ export * from "./http-error";
 export * from "./listen";
 export * from "./logger";
 export * from "./metrics-server";
+export * from "./rate-limited-log";
 export * from "./request-id";
 export * from "./service";
+export * from "./well-formed";

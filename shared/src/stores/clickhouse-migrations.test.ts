@@ -23,6 +23,14 @@ describe("parseMigration", () => {
     ]);
   });
 
+  it("reads the earlier texts a migration replaces", () => {
+    const old = "a".repeat(64);
+    const migration = parseMigration("0002_x.sql", `-- @replaces-checksum ${old}\nSELECT 1;\n`);
+    expect(migration.replacesChecksums).toEqual([old]);
+    expect(migration.statements).toEqual([{ sql: "SELECT 1" }]);
+    expect(parseMigration("0002_x.sql", "SELECT 1;\n").replacesChecksums).toEqual([]);
+  });
+
   it("refuses a badly named file and an unterminated statement", () => {
     expect(() => parseMigration("init.sql", "SELECT 1;")).toThrow("not named NNNN_name.sql");
     expect(() => parseMigration("0001_x.sql", "SELECT 1")).toThrow("no closing ';'");

@@ -9,7 +9,7 @@ import {
   compareVersions,
   createClickHouse,
   parseVersion,
-  serverVersion,
+  SERVER_VERSION_QUERY,
   toDateTime,
 } from "./clickhouse";
 
@@ -17,6 +17,12 @@ export interface Migration {
   version: number;
   name: string;
   checksum: string;
+  /**
+   * Checksums of earlier texts of this file that a database may have applied
+   * (`-- @replaces-checksum <sha256>`): accepted as applied, because a later migration
+   * brings such databases to the same schema. Every other change is still an error.
+   */
+  replacesChecksums: string[];
   statements: Statement[];
 }
 
@@ -28,8 +34,12 @@ export interface Statement {
 
 const FILE_NAME = /^(\d{4})_([a-z0-9_]+)\.sql$/;
 const REQUIRES = /^--\s*@requires\s+clickhouse\s*>=\s*([\d.]+)\s*$/;
+const REPLACES = /^--\s*@replaces-checksum\s+([0-9a-f]{64})\s*$/;
 
-/** Splits a migration file into statements; a `-- @requires` line gates the next statement. */
+/**
+ * Splits a migration file into statements; a `-- @requires` line gates the next statement,
+ * a `-- @replaces-checksum` line names an earlier text of the file that stays accepted.
+ */
 export function parseMigration(fileName: string, text: string): Migration {
   const match = FILE_NAME.exec(fileName);
   if (!match?.[1] || !match[2]) {
@@ -38,8 +48,14 @@ export function parseMigration(fileName: string, text: string): Migration {
   const statements: Statement[] = [];
   let pending: string[] = [];
   let minVersion: number[] | undefined;
+  const replacesChecksums: string[] = [];
   for (const line of text.split("\n")) {
     const trimmed = line.trim();
+    const replaces = REPLACES.exec(trimmed);
+    if (replaces?.[1]) {
+      replacesChecksums.push(replaces[1]);
+      continue;
+    }
     const requires = REQUIRES.exec(trimmed);
     if (requires?.[1]) {
       minVersion = parseVersion(requires[1]);
@@ -61,6 +77,7 @@ export function parseMigration(fileName: string, text: string): Migration {
     version: Number(match[1]),
     name: match[2],
     checksum: createHash("sha256").update(text).digest("hex"),
+    replacesChecksums,
     statements,
   };
 }
@@ -105,70 +122,100 @@ export async function runMigrations(
     serverVersion?: number[];
   },
 ): Promise<MigrationReport> {
-  if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(connection.database)) {
-    throw new AppError(
-      "migration_failed",
-      `database name ${JSON.stringify(connection.database)} is not a plain identifier`,
-    );
-  }
+  const createDatabase = createDatabaseSql(connection.database);
   const migrations = await loadMigrations(options.dir);
   const bootstrap = createClickHouse({ ...connection, database: "default" });
   try {
-    await bootstrap.command({ query: `CREATE DATABASE IF NOT EXISTS ${connection.database}` });
+    await bootstrap.command({ query: createDatabase });
   } finally {
     await bootstrap.close();
   }
   const client = createClickHouse(connection);
   try {
-    return await applyPending(client, migrations, options.logger, options.serverVersion);
+    return await applyMigrations(clientTarget(client), migrations, options);
   } finally {
     await client.close();
   }
 }
 
-async function applyPending(
-  client: ClickHouseClient,
-  migrations: Migration[],
-  logger?: Logger,
-  versionOverride?: number[],
-): Promise<MigrationReport> {
-  await client.command({
-    query: `CREATE TABLE IF NOT EXISTS schema_migrations
+/** `CREATE DATABASE IF NOT EXISTS name`, for a name that needs no quoting. */
+export function createDatabaseSql(database: string): string {
+  if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(database)) {
+    throw new AppError("migration_failed", `database name ${JSON.stringify(database)} is not a plain identifier`);
+  }
+  return `CREATE DATABASE IF NOT EXISTS ${database}`;
+}
+
+/**
+ * What the runner needs from a database: the HTTP client in production, an in-process
+ * engine in tests of other ClickHouse releases. All SQL the runner sends goes through it.
+ */
+export interface MigrationTarget {
+  /** Runs a statement that returns no rows. */
+  command(sql: string): Promise<void>;
+  /** Runs a SELECT and returns its rows (JSONEachRow). */
+  select<T>(sql: string): Promise<T[]>;
+  /** Inserts rows with `INSERT INTO table FORMAT JSONEachRow`. */
+  insert(table: string, rows: readonly Record<string, unknown>[]): Promise<void>;
+}
+
+function clientTarget(client: ClickHouseClient): MigrationTarget {
+  return {
+    command: async (sql) => {
+      await client.command({ query: sql });
+    },
+    select: async <T>(sql: string) => (await client.query({ query: sql, format: "JSONEachRow" })).json<T>(),
+    insert: async (table, rows) => {
+      await client.insert({ table, values: [...rows], format: "JSONEachRow" });
+    },
+  };
+}
+
+/** The runner's own bookkeeping tables. */
+export const MIGRATION_BOOKKEEPING_DDL = [
+  `CREATE TABLE IF NOT EXISTS schema_migrations
       (version UInt32, name String, checksum String, applied_at DateTime('UTC'))
       ENGINE = MergeTree() ORDER BY version`,
-  });
   // Statements a migration skipped for an older server, and whether a later run applied them.
-  await client.command({
-    query: `CREATE TABLE IF NOT EXISTS schema_migration_gates
+  `CREATE TABLE IF NOT EXISTS schema_migration_gates
       (version UInt32, statement UInt32, state String, at DateTime('UTC'))
       ENGINE = MergeTree() ORDER BY (version, statement)`,
-  });
+] as const;
+
+/**
+ * Applies the migrations not yet recorded in `target`'s database (which must exist), in
+ * order: the body of {@link runMigrations}, for any {@link MigrationTarget}.
+ */
+export async function applyMigrations(
+  target: MigrationTarget,
+  migrations: Migration[],
+  options: { logger?: Logger; serverVersion?: number[] } = {},
+): Promise<MigrationReport> {
+  const logger = options.logger;
+  for (const ddl of MIGRATION_BOOKKEEPING_DDL) await target.command(ddl);
   const applied = new Map(
-    (await selectRows<AppliedRow>(client, "SELECT version, name, checksum FROM schema_migrations")).map((row) => [
+    (await target.select<AppliedRow>("SELECT version, name, checksum FROM schema_migrations")).map((row) => [
       Number(row.version),
       row,
     ]),
   );
   const waiting = new Set(
     (
-      await selectRows<{ version: number; statement: number }>(
-        client,
+      await target.select<{ version: number; statement: number }>(
         `SELECT version, statement FROM schema_migration_gates
          GROUP BY version, statement HAVING argMax(state, at) = 'skipped'`,
       )
     ).map((row) => `${row.version}:${row.statement}`),
   );
-  const version = versionOverride ?? (await serverVersion(client));
+  const version = options.serverVersion ?? (await targetVersion(target));
   const report: MigrationReport = { applied: [], alreadyApplied: [], skippedStatements: 0 };
   const recordGate = (migration: Migration, statement: number, state: "skipped" | "applied") =>
-    client.insert({
-      table: "schema_migration_gates",
-      values: [{ version: migration.version, statement, state, at: toDateTime(Date.now()) }],
-      format: "JSONEachRow",
-    });
+    target.insert("schema_migration_gates", [
+      { version: migration.version, statement, state, at: toDateTime(Date.now()) },
+    ]);
   const run = async (label: string, statement: Statement) => {
     try {
-      await client.command({ query: statement.sql });
+      await target.command(statement.sql);
     } catch (error) {
       const first = statement.sql.split("\n")[0];
       throw new AppError("migration_failed", `migration ${label} failed at "${first}": ${(error as Error).message}`, {
@@ -183,10 +230,20 @@ async function applyPending(
     const previous = applied.get(migration.version);
     if (previous) {
       if (previous.checksum !== migration.checksum) {
-        throw new AppError(
-          "migration_failed",
-          `migration ${label} was changed after it was applied; add a new migration instead of editing it`,
-        );
+        if (!migration.replacesChecksums.includes(previous.checksum)) {
+          throw new AppError(
+            "migration_failed",
+            `migration ${label} was changed after it was applied; add a new migration instead of editing it`,
+          );
+        }
+        // Gates are recorded by statement index, which an earlier text may number differently.
+        if (migration.statements.some((_, index) => waiting.has(`${migration.version}:${index}`))) {
+          throw new AppError(
+            "migration_failed",
+            `migration ${label} was applied under an earlier text with statements still waiting for a newer server`,
+          );
+        }
+        logger?.info({ migration: label }, "migration applied under an earlier text it replaces");
       }
       // A statement skipped on an older server runs once the server is new enough.
       for (const [index, statement] of migration.statements.entries()) {
@@ -210,25 +267,22 @@ async function applyPending(
       }
       await run(label, statement);
     }
-    await client.insert({
-      table: "schema_migrations",
-      values: [
-        {
-          version: migration.version,
-          name: migration.name,
-          checksum: migration.checksum,
-          applied_at: toDateTime(Date.now()),
-        },
-      ],
-      format: "JSONEachRow",
-    });
+    await target.insert("schema_migrations", [
+      {
+        version: migration.version,
+        name: migration.name,
+        checksum: migration.checksum,
+        applied_at: toDateTime(Date.now()),
+      },
+    ]);
     logger?.info({ migration: label }, "migration applied");
     report.applied.push(label);
   }
   return report;
 }
 
-async function selectRows<T>(client: ClickHouseClient, query: string): Promise<T[]> {
-  const result = await client.query({ query, format: "JSONEachRow" });
-  return result.json<T>();
+async function targetVersion(target: MigrationTarget): Promise<number[]> {
+  const [row] = await target.select<{ version: string }>(SERVER_VERSION_QUERY);
+  if (!row) throw new AppError("migration_failed", "SELECT version() returned no row");
+  return parseVersion(row.version);
 }

@@ -67,9 +67,12 @@ export function compareVersions(a: number[], b: number[]): number {
   return 0;
 }
 
+/** The query behind {@link serverVersion}: one row, `version` as text. */
+export const SERVER_VERSION_QUERY = "SELECT version() AS version";
+
 /** The server's version, e.g. [18, 16, 1]. */
 export async function serverVersion(client: ClickHouseClient): Promise<number[]> {
-  const result = await client.query({ query: "SELECT version() AS version", format: "JSONEachRow" });
+  const result = await client.query({ query: SERVER_VERSION_QUERY, format: "JSONEachRow" });
   const [row] = await result.json<{ version: string }>();
   if (!row) throw new Error("SELECT version() returned no row");
   return parseVersion(row.version);

@@ -7,6 +7,7 @@ import {
   type ProducerConfig,
 } from "kafkajs";
 import type { Logger } from "../runtime/logger";
+import { RateLimitedLog } from "../runtime/rate-limited-log";
 
 const LEVELS: Record<number, "error" | "warn" | "info" | "debug"> = {
   [KafkaLogLevel.ERROR]: "error",
@@ -15,8 +16,14 @@ const LEVELS: Record<number, "error" | "warn" | "info" | "debug"> = {
   [KafkaLogLevel.DEBUG]: "debug",
 };
 
-/** A kafkajs client whose own log lines go through the service's structured logger. */
+/**
+ * A kafkajs client whose own log lines go through the service's structured logger. kafkajs
+ * reports connection problems only through its log, once per retry: warnings and errors are
+ * rate-limited per message (one line per 10 s, with a count), so a broker that is away does
+ * not flood the log.
+ */
 export function createKafka(brokers: string[], clientId: string, logger: Logger): Kafka {
+  const limited = new RateLimitedLog(logger);
   return new Kafka({
     clientId,
     brokers,
@@ -24,9 +31,14 @@ export function createKafka(brokers: string[], clientId: string, logger: Logger)
     logLevel: KafkaLogLevel.WARN,
     logCreator:
       () =>
-      ({ level, log }: LogEntry) => {
+      ({ namespace, level, log }: LogEntry) => {
         const { message, ...rest } = log;
-        logger[LEVELS[level] ?? "info"]({ kafka: rest }, message);
+        const severity = LEVELS[level] ?? "info";
+        if (severity === "error" || severity === "warn") {
+          limited.log(severity, `${namespace}:${message}`, { client: clientId, kafka: rest }, message);
+        } else {
+          logger[severity]({ client: clientId, kafka: rest }, message);
+        }
       },
     retry: { initialRetryTime: 200, retries: 8 },
   });

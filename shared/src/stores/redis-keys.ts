@@ -6,6 +6,7 @@
  * | ---------------------------------- | ------ | ------------------- | ----------------------------------------- |
  * | `apikey:record:<key_id>`           | string | key registry        | the key record, JSON (hashes, never secret) |
  * | `apikey:hash:<sha256 hex>`         | string | key registry        | the key id; a rotated-out hash expires at the end of its grace period |
+ * | `apikey:alias:<alias>`             | string | key registry        | the key id an alias (Kong consumer id, another gateway's key id) stands for; unique |
  * | `apikey:ids`                       | zset   | key registry        | key ids scored by creation time (ms)      |
  * | `apikey:customer:<customer_id>`    | zset   | key registry        | one customer's key ids, by creation time  |
  * | `ratelimit:<key_id>`               | string | gateway limiter     | GCRA theoretical arrival time (µs)        |
@@ -17,6 +18,7 @@
 export interface RedisKeys {
   keyRecord(keyId: string): string;
   keyByHash(hash: string): string;
+  keyAlias(alias: string): string;
   keyIds: string;
   customerKeyIds(customerId: string): string;
   rateLimit(keyId: string): string;
@@ -29,6 +31,7 @@ export function redisKeys(prefix = ""): RedisKeys {
   return {
     keyRecord: (keyId) => `${prefix}apikey:record:${keyId}`,
     keyByHash: (hash) => `${prefix}apikey:hash:${hash}`,
+    keyAlias: (alias) => `${prefix}apikey:alias:${alias}`,
     keyIds: `${prefix}apikey:ids`,
     customerKeyIds: (customerId) => `${prefix}apikey:customer:${customerId}`,
     rateLimit: (keyId) => `${prefix}ratelimit:${keyId}`,

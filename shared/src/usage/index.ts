@@ -1,3 +1,4 @@
+export * from "./event-attribution";
 export * from "./kafka-publisher";
 export * from "./route-template";
 export * from "./sinks/discard-event-sink";

@@ -1,4 +1,5 @@
 import { describe, expect, it } from "vitest";
+import { generateSecret } from "../api-keys/key-format";
 import { defaultRouteTemplate } from "./route-template";
 
 describe("defaultRouteTemplate", () => {
@@ -17,5 +18,13 @@ describe("defaultRouteTemplate", () => {
 
   it("stays within the event schema's 256 characters", () => {
     expect(defaultRouteTemplate(`/${"z".repeat(400)}`, "GET")).toHaveLength(256);
+  });
+
+  it("redacts a segment holding a key secret, also percent-encoded", () => {
+    const secret = generateSecret("km", "live");
+    expect(defaultRouteTemplate(`/v1/files/${secret}`, "GET")).toBe("/v1/files/:redacted");
+    expect(defaultRouteTemplate(`/v1/files/${secret}.json/meta`, "GET")).toBe("/v1/files/:redacted/meta");
+    expect(defaultRouteTemplate(`/v1/${secret.replaceAll("_", "%5F")}`, "GET")).toBe("/v1/:redacted");
+    expect(defaultRouteTemplate("/v1/go_live_now", "GET")).toBe("/v1/go_live_now");
   });
 });

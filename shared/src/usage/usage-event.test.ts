@@ -1,4 +1,5 @@
 import { describe, expect, it } from "vitest";
+import { generateSecret } from "../api-keys/key-format";
 import { parseUsageEvent, parseUsageEventBytes, usageEventSchema } from "./usage-event";
 
 const valid = {
@@ -60,6 +61,65 @@ describe("parseUsageEvent", () => {
   });
 });
 
+describe("calendar-invalid times", () => {
+  it("are refused although Date.parse would shift them to a real day", () => {
+    for (const time of [
+      "2026-02-30T10:00:00Z", // March 2 for Date.parse
+      "2025-02-29T10:00:00Z", // not a leap year
+      "2026-04-31T10:00:00Z",
+      "2026-03-01T24:00:00Z", // 24:00 is the next midnight for Date.parse
+      "2026-03-01T10:60:00Z",
+      "2026-03-01T10:00:60Z",
+      "2026-03-01T10:00:00+24:00",
+      "2026-03-01T10:00:00+01:60",
+    ]) {
+      expect(parseUsageEvent({ ...valid, time }), time).toMatchObject({
+        ok: false,
+        error: expect.stringContaining("time: not a real date"),
+      });
+    }
+  });
+
+  it("accepts real days at the edges", () => {
+    for (const time of ["2024-02-29T23:59:59Z", "2025-12-31T23:59:59.999+14:00", "2026-01-31T00:00:00-12:00"]) {
+      expect(parseUsageEvent({ ...valid, time }).ok, time).toBe(true);
+    }
+  });
+});
+
+describe("secrets in events", () => {
+  const secret = generateSecret("km", "live");
+  it.each([
+    ["id", { ...valid, id: `evt-${secret}` }],
+    ["source", { ...valid, source: `gw ${secret}` }],
+    ["data.route", { ...valid, data: { ...valid.data, route: `/v1/files/${secret}` } }],
+    ["data.customer_id", { ...valid, data: { ...valid.data, customer_id: secret } }],
+    ["data.tier", { ...valid, data: { ...valid.data, tier: `x${generateSecret("acme", "test")}` } }],
+    ["subject", { ...valid, subject: secret }],
+    ["subject", { ...valid, subject: "km_live_cut_short" }],
+  ])("are refused in %s, without echoing the secret", (field, event) => {
+    const result = parseUsageEvent(event);
+    expect(result).toMatchObject({ ok: false, error: expect.stringContaining(`${field}:`) });
+    if (!result.ok) expect(result.error).not.toContain(secret.slice(8));
+  });
+
+  it("do not catch look-alikes without a valid checksum", () => {
+    const forged = `${secret.slice(0, -1)}${secret.endsWith("a") ? "b" : "a"}`;
+    expect(parseUsageEvent({ ...valid, data: { ...valid.data, route: `/v1/files/${forged}` } }).ok).toBe(true);
+  });
+});
+
+describe("subjects", () => {
+  it("are key ids or key aliases (a Kong consumer id or custom_id)", () => {
+    for (const subject of ["key_AbCdEf123456", "3f0c9a2e-1b2c-4d5e-8f90-123456789abc", "acme-prod", "gw2:key/42"]) {
+      expect(parseUsageEvent({ ...valid, subject }).ok, subject).toBe(true);
+    }
+    for (const subject of ["", "key_ab", "two words", "-lead", "a".repeat(129)]) {
+      expect(parseUsageEvent({ ...valid, subject }).ok, subject).toBe(false);
+    }
+  });
+});
+
 describe("parseUsageEventBytes", () => {
   it("explains invalid JSON, a missing value and an oversized event", () => {
     expect(parseUsageEventBytes("{not json")).toMatchObject({
@@ -109,6 +169,13 @@ describe("the fast path agrees with the schema", () => {
     "2026-11-29T10:00:00Z",
     "2026-11-29T10:00:00+02:00",
     "2026-02-30T10:00:00Z",
+    "2025-02-29T10:00:00Z",
+    "2026-03-01T24:00:00Z",
+    "2024-02-29T10:00:00+01:00",
+    "acme-consumer",
+    "km_live_x",
+    `/v1/${generateSecret("km", "live")}`,
+    generateSecret("km", "test"),
     "a".repeat(129),
     "a".repeat(257),
     "application/json",

@@ -1,5 +1,5 @@
 import { z } from "zod";
-import { KEY_ID } from "../api-keys/key-format";
+import { containsSecret, isKeyAlias, KEY_ID } from "../api-keys/key-format";
 import { describeIssues } from "../runtime/describe-issues";
 
 /** The CloudEvents `type` of a request made with an API key. */
@@ -15,10 +15,37 @@ const plausibleTime = (ms: number) => ms >= EARLIEST_EVENT_MS && ms <= Date.now(
 
 const RFC3339 = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:\d{2})$/;
 
+const DAYS_IN_MONTH = [31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
+const digits = (text: string, from: number, length: number) => Number(text.slice(from, from + length));
+
+/**
+ * True when an RFC 3339-shaped time names a real instant: Date.parse rolls `2026-02-30` over
+ * to March 2, so month, day (leap years included), hour, minute, second and offset are
+ * checked by hand. Leap seconds (`:60`) are refused, as Date.parse does.
+ */
+export function isCalendarTime(time: string): boolean {
+  const year = digits(time, 0, 4);
+  const month = digits(time, 5, 2);
+  const day = digits(time, 8, 2);
+  const leap = year % 4 === 0 && (year % 100 !== 0 || year % 400 === 0);
+  const days = month === 2 && leap ? 29 : (DAYS_IN_MONTH[month - 1] ?? 0);
+  if (month < 1 || month > 12 || day < 1 || day > days) return false;
+  if (digits(time, 11, 2) > 23 || digits(time, 14, 2) > 59 || digits(time, 17, 2) > 59) return false;
+  if (time.endsWith("Z")) return true;
+  return digits(time, time.length - 5, 2) <= 23 && digits(time, time.length - 2, 2) <= 59;
+}
+
+/** What a subject may be: a key id, or an alias the registry resolves (never a secret). */
+export const isEventSubject = (value: string) => KEY_ID.test(value) || isKeyAlias(value);
+
+const SECRET_MESSAGE = "holds an API key secret (redact it; only key ids belong in events)";
+/** A string field that must never carry a secret. */
+const secretFree = (schema: z.ZodString) => schema.refine((value) => !containsSecret(value), SECRET_MESSAGE);
+
 const usageDataSchema = z.object({
   method: z.string().regex(/^[A-Z]{1,16}$/, "expected an upper-case HTTP method"),
   /** Templated route (`/v1/users/:id`), never the raw path: raw paths explode cardinality. */
-  route: z.string().min(1).max(256).startsWith("/", "expected a path template starting with /"),
+  route: secretFree(z.string().min(1).max(256).startsWith("/", "expected a path template starting with /")),
   status: z.number().int().min(100).max(599),
   latency_ms: z.number().nonnegative().max(3_600_000),
   request_bytes: z.number().int().nonnegative().default(0),
@@ -26,25 +53,25 @@ const usageDataSchema = z.object({
   /** Billable units; 0 for a request the gateway refused (recorded, not billed). */
   units: z.number().int().nonnegative().max(1_000_000_000).default(1),
   /** Filled in by gateways that know the key record; joins via `api_keys` otherwise. */
-  customer_id: z.string().max(128).default(""),
-  tier: z.string().max(64).default(""),
+  customer_id: secretFree(z.string().max(128)).default(""),
+  tier: secretFree(z.string().max(64)).default(""),
 });
 
 /** A usage event: CloudEvents 1.0 JSON, one per request made with an API key. */
 export const usageEventSchema = z.object({
   specversion: z.literal("1.0"),
   /** Unique per event within `source`: (source, id) is the dedup key. */
-  id: z.string().min(1).max(128),
+  id: secretFree(z.string().min(1).max(128)),
   /** The gateway that saw the request. */
-  source: z.string().min(1).max(256),
+  source: secretFree(z.string().min(1).max(256)),
   type: z.literal(USAGE_EVENT_TYPE),
-  /** The API key id (never the secret). */
-  subject: z.string().regex(KEY_ID, "expected a key id like key_XXXXXXXX (never the secret)"),
+  /** The API key id, or an alias of a key (resolved by the ingest or the aggregator); never the secret. */
+  subject: z.string().refine(isEventSubject, "expected a key id like key_XXXXXXXX or a key alias (never the secret)"),
   /** Event time, RFC 3339: usage counts in the period of this time. */
   time: z
     .string()
     .regex(RFC3339, "expected an RFC 3339 timestamp")
-    .refine((value) => !Number.isNaN(Date.parse(value)), "not a real date")
+    .refine((value) => !Number.isNaN(Date.parse(value)) && isCalendarTime(value), "not a real date")
     .refine((value) => plausibleTime(Date.parse(value)), "outside the accepted range (2000-01-01 to one day ahead)"),
   datacontenttype: z.literal("application/json").optional(),
   data: usageDataSchema,
@@ -93,20 +120,24 @@ const isCount = (v: unknown, max = Number.MAX_SAFE_INTEGER): v is number =>
 function acceptWellFormed(input: unknown): UsageEvent | undefined {
   if (!isObject(input) || input.specversion !== "1.0" || input.type !== USAGE_EVENT_TYPE) return undefined;
   const { id, source, subject, time, datacontenttype, data } = input;
-  if (!isString(id, 1, 128) || !isString(source, 1, 256) || typeof subject !== "string" || !KEY_ID.test(subject)) {
+  if (!isString(id, 1, 128) || !isString(source, 1, 256) || typeof subject !== "string" || !isEventSubject(subject)) {
     return undefined;
   }
-  if (typeof time !== "string" || !RFC3339.test(time) || !plausibleTime(Date.parse(time))) return undefined;
+  if (containsSecret(id) || containsSecret(source)) return undefined;
+  if (typeof time !== "string" || !RFC3339.test(time) || !isCalendarTime(time) || !plausibleTime(Date.parse(time))) {
+    return undefined;
+  }
   if (datacontenttype !== undefined && datacontenttype !== "application/json") return undefined;
   if (!isObject(data)) return undefined;
   const { method, route, status, latency_ms, request_bytes = 0, response_bytes = 0, units = 1 } = data;
   const { customer_id = "", tier = "" } = data;
   if (typeof method !== "string" || !/^[A-Z]{1,16}$/.test(method)) return undefined;
-  if (!isString(route, 1, 256) || !route.startsWith("/")) return undefined;
+  if (!isString(route, 1, 256) || !route.startsWith("/") || containsSecret(route)) return undefined;
   if (!Number.isSafeInteger(status) || (status as number) < 100 || (status as number) > 599) return undefined;
   if (typeof latency_ms !== "number" || !(latency_ms >= 0 && latency_ms <= 3_600_000)) return undefined;
   if (!isCount(request_bytes) || !isCount(response_bytes) || !isCount(units, 1_000_000_000)) return undefined;
   if (!isString(customer_id, 0, 128) || !isString(tier, 0, 64)) return undefined;
+  if (containsSecret(customer_id) || containsSecret(tier)) return undefined;
   return {
     specversion: "1.0",
     id,

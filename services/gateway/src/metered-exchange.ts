@@ -1,0 +1,93 @@
+import type { IncomingMessage, ServerResponse } from "node:http";
+import type { Decision } from "./decision";
+import type { Gateway } from "./gateway";
+
+/**
+ * The metering of one request/response exchange, watched from its first moment. The gateway's
+ * check is asynchronous; a client that leaves during it must still be seen (and its request
+ * not forwarded), so the response's `close` is watched before the check starts. The usage
+ * event is recorded exactly once: when the decision is known, the client's response has
+ * closed, and nothing holds it back (the proxy holds it until its upstream exchange settled,
+ * so `forwarded` is final). Status 499 when the response did not finish, as nginx records it.
+ */
+export class MeteredExchange {
+  private decision: Decision | undefined;
+  private closed = false;
+  private holds = 0;
+  private recorded = false;
+  private readonly counter: { bytes: number };
+
+  constructor(
+    private readonly gateway: Gateway,
+    private readonly req: IncomingMessage,
+    private readonly res: ServerResponse,
+  ) {
+    this.counter = countResponseBytes(res);
+    res.once("close", () => {
+      this.closed = true;
+      this.settle();
+    });
+  }
+
+  /**
+   * True once the client cannot get an answer any more (closed, reset, or half-closed, which
+   * node:http treats as gone): such a request is not forwarded.
+   */
+  get clientGone(): boolean {
+    const socket = this.req.socket as { destroyed?: boolean; writableEnded?: boolean } | null;
+    return this.closed || this.res.destroyed || socket?.destroyed === true || socket?.writableEnded === true;
+  }
+
+  /** The outcome of the gateway's check; the event is recorded once the response is done. */
+  decided(decision: Decision): void {
+    this.decision = decision;
+    this.settle();
+  }
+
+  /** Holds the event back until the returned function is called (idempotent). */
+  hold(): () => void {
+    this.holds++;
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      this.holds--;
+      this.settle();
+    };
+  }
+
+  private settle(): void {
+    if (this.recorded || !this.decision || !this.closed || this.holds > 0) return;
+    this.recorded = true;
+    const status = this.res.writableFinished ? this.res.statusCode : 499;
+    this.gateway.record(this.decision, status, requestBytes(this.req), this.counter.bytes);
+  }
+}
+
+export function requestBytes(req: IncomingMessage): number {
+  const length = Number(req.headers["content-length"] ?? 0);
+  return Number.isFinite(length) && length > 0 ? length : 0;
+}
+
+/** Counts body bytes written through `res.write`/`res.end`, whatever framework writes them. */
+function countResponseBytes(res: ServerResponse): { bytes: number } {
+  const counter = { bytes: 0 };
+  const count = (chunk: unknown, encoding?: unknown) => {
+    if (typeof chunk === "string") {
+      counter.bytes += Buffer.byteLength(chunk, typeof encoding === "string" ? (encoding as BufferEncoding) : "utf8");
+    } else if (chunk instanceof Uint8Array) {
+      counter.bytes += chunk.byteLength;
+    }
+  };
+  const write = res.write;
+  const end = res.end;
+  res.write = function (this: ServerResponse, ...args: Parameters<typeof write>) {
+    count(args[0], args[1]);
+    return write.apply(this, args);
+  } as typeof write;
+  res.end = function (this: ServerResponse, ...args: Parameters<typeof end>) {
+    if (typeof args[0] !== "function") count(args[0], args[1]);
+    return end.apply(this, args);
+  } as typeof end;
+  return counter;
+}
