@@ -12,6 +12,8 @@
  *   stripe_429_seen               429s the fake answered (rate limit or per-customer lock)
  *   stripe_429_unhandled          meter events the run could not deliver (0 = every 429 was retried)
  *   stripe_noop_run_s             a second run with nothing changed (every total already recorded)
+ *   overdriven_*                  1,500 customers against a fake at 250/s with the client limiter at 500/s
+ *                                 (two workers on one account): 429s seen and events left undelivered
  *   peer_bare_sdk_unlimited_events_per_s  the bare `stripe` SDK, 64 calls in flight, against a fake with
  *                                 no rate limit: the ceiling of SDK + loopback HTTP + fake on this machine
  *
@@ -129,25 +131,28 @@ async function main(): Promise<void> {
         ),
       );
     }
-    const now = Date.now();
-    await clickhouse.insert({
-      table: "usage_events",
-      format: "JSONEachRow",
-      values: ids.map((id, i) => ({
-        event_id: `bench_${i}`,
-        source: "bench",
-        key_id: `key_bench${String(i).padStart(8, "0")}`,
-        customer_id: id,
-        tier: "pro",
-        event_time: toDateTime(now - 60_000),
-        status: 200,
-        units: 1 + (i % 97),
-        kafka_topic: "bench",
-        kafka_partition: 0,
-        kafka_offset: i,
-        ingested_at: toDateTime(now),
-      })),
-    });
+    const insertUsage = async (customerIds: readonly string[], label: string, units: (i: number) => number) => {
+      const now = Date.now();
+      await clickhouse.insert({
+        table: "usage_events",
+        format: "JSONEachRow",
+        values: customerIds.map((id, i) => ({
+          event_id: `bench_${label}_${i}`,
+          source: "bench",
+          key_id: `key_bench${String(i).padStart(8, "0")}`,
+          customer_id: id,
+          tier: "pro",
+          event_time: toDateTime(now - 60_000),
+          status: 200,
+          units: units(i),
+          kafka_topic: "bench",
+          kafka_partition: 0,
+          kafka_offset: i,
+          ingested_at: toDateTime(now),
+        })),
+      });
+    };
+    await insertUsage(ids, "seed", (i) => 1 + (i % 97));
     process.stderr.write(`seeded ${CUSTOMERS} customers in ${((performance.now() - started) / 1000).toFixed(1)} s\n`);
 
     const worker = new BillingWorker({
@@ -177,6 +182,50 @@ async function main(): Promise<void> {
     const first = await timed();
     const afterFirst = await ask<FakeStats>(child, "stats", "stats");
     const second = await timed();
+
+    // Overdriven: a client limiter at twice the account's limit (two workers sharing one account
+    // without dividing STRIPE_METER_EVENTS_PER_S), against a fake whose bucket is small enough for
+    // this machine to exceed (250/s, limiter 500/s): every 429 must be retried, none left undelivered.
+    const OVER_LIMIT = 250;
+    const overFake = await startFake(OVER_LIMIT);
+    const overStripe = createStripeClient(overFake.apiKey, `http://127.0.0.1:${overFake.port}`);
+    const overKeys = redisKeys(`${name}:over:`);
+    const overRegistry = new CustomerRegistry({ redis, keys: overKeys, logger });
+    const overCustomers = ids.slice(0, Math.min(CUSTOMERS, 1500));
+    for (let start = 0; start < overCustomers.length; start += 50) {
+      await Promise.all(
+        overCustomers.slice(start, start + 50).map(async (id) => {
+          const created = await overStripe.customers.create({ metadata: { keymeter_customer_id: id } });
+          await overRegistry.create({ id, stripe_customer_id: created.id, stripe_subscription_id: "sub_bench" });
+        }),
+      );
+    }
+    const overWorker = new BillingWorker({
+      redis: redisConnection(),
+      bullConnection: redisConnection(true),
+      clickhouse,
+      keys: overKeys,
+      tiers,
+      provider: new StripeBillingProvider({
+        stripe: overStripe,
+        limiter: new MeterEventLimiter({ eventsPerSecond: 2 * OVER_LIMIT }),
+        concurrency: 64,
+        logger,
+      }),
+      live: true,
+      logger,
+      // The other 8,500 customers have no record under this prefix: left unbilled, not linked.
+      linkOnDemand: false,
+    });
+    const o0 = performance.now();
+    const over = await overWorker.sync.run("pro", "bench-over").catch(() => undefined);
+    const overSeconds = (performance.now() - o0) / 1000;
+    const overStats = await ask<FakeStats>(overFake.child, "stats", "stats");
+    const overUndelivered = (await overWorker.metrics.meterEvents.get()).values
+      .filter((value) => value.labels.outcome === "failed" || value.labels.outcome === "rejected")
+      .reduce((sum, value) => sum + value.value, 0);
+    await overWorker.stop();
+    overFake.child.send("stop");
 
     // Peer in the same run: the bare SDK sending the same number of meter events to a fake
     // without a rate limit, 64 at a time, no limiter, no ClickHouse, no recording: what the
@@ -227,6 +276,13 @@ async function main(): Promise<void> {
       ["stripe_429_unhandled", unhandled],
       ["stripe_noop_run_s", second.seconds.toFixed(2)],
       ["peer_bare_sdk_unlimited_events_per_s", Math.round(peerPerSecond)],
+      ["overdriven_limit_per_s", OVER_LIMIT],
+      ["overdriven_client_limit_per_s", 2 * OVER_LIMIT],
+      ["overdriven_customers", overCustomers.length],
+      ["overdriven_accepted", overStats.meterEvents],
+      ["overdriven_customers_per_s", Math.round((over?.sent ?? 0) / overSeconds)],
+      ["overdriven_429_seen", overStats.seen429],
+      ["overdriven_429_unhandled", overUndelivered],
       ["stripe_noop_run_sent", second.result?.sent ?? "failed"],
     ];
     for (const [key, value] of lines) process.stdout.write(`${key}: ${value}\n`);
