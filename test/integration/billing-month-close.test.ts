@@ -24,6 +24,7 @@ describe("billing worker: month close", () => {
     const s = stack;
     const ids = await s.linkedCustomers(["cus_close_a", "cus_close_c"]);
     for (const [id, stripeId] of await s.linkedCustomers(["cus_close_b"], "Asia/Kolkata")) ids.set(id, stripeId);
+    for (const [id, stripeId] of await s.linkedCustomers(["cus_close_p"], "Europe/Paris")) ids.set(id, stripeId);
     const stripe = (id: string) => ids.get(id) ?? "";
     await s.insertUsage([
       { customer: "cus_close_a", tier: "pro", units: 7, at: at("2026-10-31T22:00:00Z") }, // October
@@ -32,6 +33,8 @@ describe("billing worker: month close", () => {
       { customer: "cus_close_c", tier: "pro", units: 2_000_000, at: at("2026-11-15T10:00:00Z") },
       { customer: "cus_close_b", tier: "pro", units: 30, at: at("2026-11-30T12:00:00Z") }, // 17:30 in Kolkata: November
       { customer: "cus_close_b", tier: "pro", units: 4, at: at("2026-11-30T19:00:00Z") }, // 00:30 Dec 1 in Kolkata
+      { customer: "cus_close_p", tier: "pro", units: 20, at: at("2026-11-15T10:00:00Z") },
+      { customer: "cus_close_p", tier: "pro", units: 6, at: at("2026-11-30T23:20:00Z") }, // 00:20 Dec 1 in Paris
     ]);
     const worker = await s.startWorker({ syncEveryMs: 3_600_000, closeEveryMs: 3_600_000 });
     const closed = async (id: string, periodId: string) =>
@@ -40,6 +43,15 @@ describe("billing worker: month close", () => {
     // At T0 Kolkata's November is over (it ended 18:30 UTC): the start-up close pass closes it.
     await pollUntil(() => closed("cus_close_b", "2026-11"), { timeoutMs: 20_000, what: "Kolkata's November closed" });
     expect(s.stripeTotal(stripe("cus_close_b"), "pro", NOV_KOLKATA)).toBe(30);
+    // Paris' November ended at 23:00 UTC: closed too, stamped an hour inside the month (daylight
+    // saving: Stripe's period may end up to an hour early, see stampWindow); its December reading
+    // waits until Stripe's December surely began.
+    await pollUntil(() => closed("cus_close_p", "2026-11"), { timeoutMs: 20_000, what: "Paris' November closed" });
+    const NOV_PARIS = { start: Date.parse("2026-10-31T23:00:00Z"), end: Date.parse("2026-11-30T23:00:00Z") };
+    expect(s.stripeTotal(stripe("cus_close_p"), "pro", NOV_PARIS)).toBe(20);
+    expect(
+      s.fake.meterEvents.filter((event) => event.customer === stripe("cus_close_p")).map((e) => e.timestamp),
+    ).toEqual([NOV_PARIS.end / 1000 - 3600 - 1]);
     // And October for the UTC customer: its own month, its own total.
     await pollUntil(() => closed("cus_close_a", "2026-10"), { timeoutMs: 20_000, what: "October closed" });
 
@@ -78,6 +90,7 @@ describe("billing worker: month close", () => {
       { customer_id: "cus_close_a", tier: "pro", value: "105" },
       { customer_id: "cus_close_b", tier: "pro", value: "30" },
       { customer_id: "cus_close_c", tier: "pro", value: "2000000" },
+      { customer_id: "cus_close_p", tier: "pro", value: "20" },
     ]);
 
     // A late November event, and December usage; another close pass and a sync run.
@@ -87,10 +100,12 @@ describe("billing worker: month close", () => {
     ]);
     await worker.requestClose();
     await worker.requestSync("pro");
-    await pollUntil(() => s.stripeTotal(stripe("cus_close_a"), "pro", DEC) === 11, {
-      timeoutMs: 20_000,
-      what: "December's usage synced",
-    });
+    await pollUntil(
+      () =>
+        s.stripeTotal(stripe("cus_close_a"), "pro", DEC) === 11 &&
+        s.stripeTotal(stripe("cus_close_p"), "pro", { start: NOV_PARIS.end, end: DEC.end }) === 6,
+      { timeoutMs: 20_000, what: "December's usage synced" },
+    );
     // Billed in no month: November keeps the closed total, December has only December's units.
     expect(s.stripeTotal(stripe("cus_close_a"), "pro", NOV)).toBe(105);
 
@@ -129,6 +144,6 @@ describe("billing worker: month close", () => {
     // The worker started hours after Kolkata's November and weeks after October ended: those two
     // closes were late (counted, alerted on); the UTC Novembers closed 10 minutes after the end.
     expect((await worker.metrics.lateCloses.get()).values[0]?.value).toBe(2);
-    expect((await worker.metrics.closes.get()).values[0]?.value).toBe(4);
+    expect((await worker.metrics.closes.get()).values[0]?.value).toBe(5);
   }, 90_000);
 });

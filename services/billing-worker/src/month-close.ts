@@ -1,5 +1,5 @@
 import { DEFAULT_TIME_ZONE, type Period, periodKey, periodOf, previousPeriod } from "@keymeter/shared/billing";
-import type { BillingAuditRow, CloseSnapshot } from "@keymeter/shared/billing/invoicing";
+import { type BillingAuditRow, type CloseSnapshot, stampWindow } from "@keymeter/shared/billing/invoicing";
 import { type MeterEvent, meterTotalEvent } from "@keymeter/shared/billing/provider";
 import { AppError } from "@keymeter/shared/runtime";
 import { type BillingDeps, memoByZone, sendInBatches } from "./tier-sync";
@@ -91,13 +91,14 @@ export class MonthClose {
       for (const [tier, total] of Object.entries(snapshot.totals)) {
         const billing = billings.get(tier);
         if (!billing || total === 0) continue;
+        const window = stampWindow(period, records.get(id)?.time_zone ?? DEFAULT_TIME_ZONE);
         const event = meterTotalEvent({
           eventName: billing.meter.eventName,
           stripeCustomerId,
-          period: { start: new Date(period.start), end: new Date(period.end) },
+          period: { start: new Date(window.start), end: new Date(window.end) },
           total,
-          // Clamped to the period's last second: inside the closed period.
-          asOf: new Date(period.end),
+          // Clamped to the window's last second: inside the closed period, after every sync reading.
+          asOf: new Date(window.end),
         });
         const batch = batches.get(tier) ?? [];
         batch.push({ customerId: id, period, event });

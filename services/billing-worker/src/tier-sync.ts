@@ -7,12 +7,13 @@ import {
   periodOf,
   type TierCatalog,
 } from "@keymeter/shared/billing";
-import type {
-  BillingAuditLog,
-  BillingAuditRow,
-  BillingSetup,
-  BillingState,
-  BillingUsageReader,
+import {
+  type BillingAuditLog,
+  type BillingAuditRow,
+  type BillingSetup,
+  type BillingState,
+  type BillingUsageReader,
+  stampWindow,
 } from "@keymeter/shared/billing/invoicing";
 import {
   type BillingProvider,
@@ -53,6 +54,8 @@ export interface SyncResult {
   sent: number;
   unchanged: number;
   unlinked: number;
+  /** Customers in a daylight-saving zone during their month's first hour(s): sent once Stripe's period surely began. */
+  waiting: number;
   rejected: number;
   failed: number;
 }
@@ -86,6 +89,7 @@ export class TierSync {
     const candidates = [...(await usage.customersWithUsage([tierName], utcMonth.start - DAY_MS, now + DAY_MS))];
     const records = await customers.getMany(candidates);
     const periodOfZone = memoByZone((timeZone) => periodOf(now, timeZone));
+    const windowOfZone = memoByZone((timeZone) => stampWindow(periodOfZone(timeZone), timeZone));
     const periodOfCustomer = new Map(
       candidates.map((id) => [id, periodOfZone(records.get(id)?.time_zone ?? DEFAULT_TIME_ZONE)]),
     );
@@ -97,6 +101,7 @@ export class TierSync {
       sent: 0,
       unchanged: 0,
       unlinked: 0,
+      waiting: 0,
       rejected: 0,
       failed: 0,
     };
@@ -127,11 +132,17 @@ export class TierSync {
           result.unlinked += 1;
           continue;
         }
-        const asOf = Math.max(period.start, Math.min(now, period.end - CLOSE_MARGIN_MS));
+        // Timestamps stay where Stripe's period for this month surely is (see stampWindow).
+        const window = windowOfZone(records.get(id)?.time_zone ?? DEFAULT_TIME_ZONE);
+        if (now < window.start) {
+          result.waiting += 1;
+          continue;
+        }
+        const asOf = Math.min(now, window.end - CLOSE_MARGIN_MS);
         const event = meterTotalEvent({
           eventName: billing.meter.eventName,
           stripeCustomerId,
-          period: { start: new Date(period.start), end: new Date(period.end) },
+          period: { start: new Date(window.start), end: new Date(window.end) },
           total: units,
           asOf: new Date(asOf),
         });

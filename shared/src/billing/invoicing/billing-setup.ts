@@ -5,7 +5,7 @@ import { type Clock, nextPeriod, periodOf, systemClock } from "../periods";
 import type { BillingProvider, SubscriptionSpec } from "../provider/billing-provider";
 import { ensureTierBilling, type TierBilling } from "../provider/tier-billing";
 import type { TierCatalog } from "../tiers";
-import { offsetAt } from "../time-zone";
+import { offsetSpreadMs } from "./stamp-window";
 
 export interface BillingSetupOptions {
   provider: BillingProvider;
@@ -181,14 +181,9 @@ export class BillingSetup {
    * a zone with daylight saving keeps the single anchor (its later periods can be an hour off).
    */
   private anchorFor(timeZone: string): Pick<SubscriptionSpec, "billingCycleAnchor" | "billingCycleAnchorConfig"> {
-    let period = nextPeriod(periodOf(this.now(), timeZone), timeZone);
+    const period = nextPeriod(periodOf(this.now(), timeZone), timeZone);
     const next = new Date(period.start);
-    const offsets = new Set<number>();
-    for (let month = 0; month < 13; month++) {
-      offsets.add(offsetAt(period.start, timeZone));
-      period = nextPeriod(period, timeZone);
-    }
-    if (offsets.size > 1) return { billingCycleAnchor: next };
+    if (offsetSpreadMs(period, timeZone) > 0) return { billingCycleAnchor: next };
     return {
       billingCycleAnchor: next,
       billingCycleAnchorConfig: {

@@ -4,3 +4,4 @@ export * from "./billing-state";
 export * from "./billing-usage";
 export * from "./invoice-expectation";
 export * from "./reconciliation";
+export * from "./stamp-window";
