@@ -48,6 +48,7 @@ const pipelineConfigSchema = storesConfigSchema.extend({
   DEMO_UPSTREAM_PORT: env.port().default(8090),
   AGGREGATOR_METRICS_PORT: env.port().default(9464),
   QUOTA_WORKER_METRICS_PORT: env.port().default(9465),
+  BILLING_WORKER_METRICS_PORT: env.port().default(9466),
 });
 
 const once = process.argv.includes("--once");
@@ -98,6 +99,8 @@ runService("pipeline", async () => {
       UPSTREAM_URL: `http://127.0.0.1:${config.DEMO_UPSTREAM_PORT}`,
       EMITTER_SPOOL_DIR: join(config.KEYMETER_DATA_DIR, "spool", "gateway"),
     }),
+    // Without STRIPE_API_KEY in the environment the billing worker is a dry run (logs what it would send).
+    start("billing-worker", logs, { ...common, METRICS_PORT: String(config.BILLING_WORKER_METRICS_PORT) }),
   ];
   const stop = async () => {
     await Promise.all(children.map(stopChild));
@@ -114,11 +117,12 @@ runService("pipeline", async () => {
       ["ingest", `${ingest}/healthz`],
       ["admin-api", `${adminApi}/healthz`],
       ["gateway", `${gateway}/healthz`],
+      ["billing-worker", `http://127.0.0.1:${config.BILLING_WORKER_METRICS_PORT}/healthz`],
     ] as const) {
       await waitHealthy(name, url, children);
     }
     say(
-      `services: aggregator, quota-worker :${config.QUOTA_WORKER_METRICS_PORT}, ingest :${config.INGEST_PORT}, admin-api :${config.ADMIN_PORT}, gateway :${config.GATEWAY_PORT} -> demo upstream :${config.DEMO_UPSTREAM_PORT} (logs in ${logs})`,
+      `services: aggregator, quota-worker :${config.QUOTA_WORKER_METRICS_PORT}, billing-worker :${config.BILLING_WORKER_METRICS_PORT}, ingest :${config.INGEST_PORT}, admin-api :${config.ADMIN_PORT}, gateway :${config.GATEWAY_PORT} -> demo upstream :${config.DEMO_UPSTREAM_PORT} (logs in ${logs})`,
     );
 
     // The smoke test, as a user would run it.

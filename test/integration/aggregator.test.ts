@@ -1,6 +1,7 @@
 import type { Aggregator, StoredBatch } from "@keymeter/aggregator";
 import { createIdempotentProducer } from "@keymeter/shared/stores";
 import { afterEach, describe, expect, it } from "vitest";
+import { expectExactly } from "../support/exactly";
 import { createTestPipeline, startTestAggregator, type TestPipeline, usageEvent } from "../support/pipeline";
 import { waitFor } from "../support/poll";
 
@@ -13,6 +14,30 @@ async function startAggregator(pipeline: TestPipeline, groupId = `${pipeline.nam
   const aggregator = await startTestAggregator(pipeline, { groupId });
   cleanups.push(() => aggregator.stop());
   return aggregator;
+}
+
+/** The event at (partition, offset, line) of the events topic, as its JSON text: where a DLQ entry says it came from. */
+async function sourceLine(pipeline: TestPipeline, partition: string, offset: string, line: string): Promise<string> {
+  const consumer = pipeline.kafka.consumer({ groupId: `${pipeline.name}-source-${Date.now()}` });
+  await consumer.connect();
+  await consumer.subscribe({ topic: pipeline.topics.events, fromBeginning: true });
+  const found = new Promise<string>((resolve) => {
+    void consumer.run({
+      eachMessage: async (payload) => {
+        if (String(payload.partition) === partition && payload.message.offset === offset) {
+          resolve(String(payload.message.value).split("\n")[Number(line)] ?? "");
+        }
+      },
+    });
+  });
+  const text = await Promise.race([
+    found,
+    new Promise<string>((_, reject) =>
+      setTimeout(() => reject(new Error(`no message at ${partition}/${offset}`)), 15_000),
+    ),
+  ]);
+  await consumer.disconnect();
+  return text;
 }
 
 async function produce(pipeline: TestPipeline, values: Array<{ key: string; value: string }>): Promise<void> {
@@ -40,7 +65,7 @@ describe("aggregator: Kafka -> ClickHouse", () => {
     // Retries arrive in later batches, after their originals were stored and marked.
     await produce(pipeline, [...retries.map(encode), malformed[2] ?? { key: "", value: "" }]);
 
-    const dlq: Array<{ value: string; error: string; offset: string }> = [];
+    const dlq: Array<{ value: string; error: string; partition: string; offset: string; line: string }> = [];
     const consumer = pipeline.kafka.consumer({ groupId: `${pipeline.name}-dlq-reader` });
     await consumer.connect();
     cleanups.push(() => consumer.disconnect());
@@ -50,15 +75,16 @@ describe("aggregator: Kafka -> ClickHouse", () => {
         dlq.push({
           value: String(message.value),
           error: String(message.headers?.["x-error"]),
+          partition: String(message.headers?.["x-source-partition"]),
           offset: String(message.headers?.["x-source-offset"]),
+          line: String(message.headers?.["x-source-line"]),
         });
       },
     });
     await waitFor("3 DLQ messages", () => dlq.length === 3);
     await waitFor("retries consumed", async () => (await aggregator.metrics.duplicates.get()).values[0]?.value === 120);
 
-    expect(await pipeline.countedRequests()).toBe(500);
-    expect(await pipeline.rawRows()).toBe(500);
+    await expectExactly(pipeline, valid);
     const reasons = dlq.map((d) => d.error).sort();
     expect(reasons).toEqual([
       expect.stringContaining("data.status:"),
@@ -66,6 +92,10 @@ describe("aggregator: Kafka -> ClickHouse", () => {
       expect.stringContaining("subject:"),
     ]);
     expect(dlq.map((d) => d.value)).toContain("{not json");
+    // Each entry's headers name the message it came from: the event at that place is the entry.
+    for (const entry of dlq) {
+      expect(await sourceLine(pipeline, entry.partition, entry.offset, entry.line)).toBe(entry.value);
+    }
   });
 
   it("resumes from the offsets stored in ClickHouse, not Kafka's committed offset", async () => {
@@ -85,8 +115,7 @@ describe("aggregator: Kafka -> ClickHouse", () => {
     cleanups.pop();
     const second = await startAggregator(pipeline, `${pipeline.name}-b`);
     await waitFor("second group caught up", async () => (await second.metrics.skipped.get()).values[0]?.value === 200);
-    expect(await pipeline.rawRows()).toBe(200);
-    expect(await pipeline.countedRequests()).toBe(200);
+    await expectExactly(pipeline, events);
   });
 
   it("stores the good events of a packed message and dead-letters its bad line with the line number", async () => {
@@ -110,11 +139,13 @@ describe("aggregator: Kafka -> ClickHouse", () => {
     await consumer.connect();
     cleanups.push(() => consumer.disconnect());
     await consumer.subscribe({ topic: pipeline.topics.deadLetter, fromBeginning: true });
-    const dead = await new Promise<{ value: string; line: string; error: string }>((resolve) => {
+    const dead = await new Promise<Record<string, string>>((resolve) => {
       void consumer.run({
         eachMessage: async ({ message }) =>
           resolve({
             value: String(message.value),
+            partition: String(message.headers?.["x-source-partition"]),
+            offset: String(message.headers?.["x-source-offset"]),
             line: String(message.headers?.["x-source-line"]),
             error: String(message.headers?.["x-error"]),
           }),
@@ -122,10 +153,12 @@ describe("aggregator: Kafka -> ClickHouse", () => {
     });
     expect(dead).toEqual({
       value: '{"specversion":"1.0","id":"broken"}',
+      partition: "0",
+      offset: "0",
       line: "1",
       error: expect.stringContaining("source:"),
     });
-    expect(await pipeline.countedRequests()).toBe(2);
+    await expectExactly(pipeline, good);
   });
 
   it("calls the after-insert hook once per stored event, never for duplicates, malformed or already stored ones", async () => {
@@ -145,5 +178,6 @@ describe("aggregator: Kafka -> ClickHouse", () => {
     const hooked = seen.flatMap((batch) => batch.events.map((e) => `${e.source}/${e.id}`)).sort();
     expect(hooked).toEqual(events.map((e) => `${e.source}/${e.id}`).sort());
     for (const batch of seen) expect(batch.topic).toBe(pipeline.topics.events);
+    await expectExactly(pipeline, events);
   });
 });

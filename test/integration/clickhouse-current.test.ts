@@ -7,6 +7,15 @@ import {
   keyMirrorRow,
   mirroredKeyQuery,
 } from "@keymeter/shared/api-keys";
+import { periodById } from "@keymeter/shared/billing";
+import {
+  auditRowJson,
+  BILLING_AUDIT_TABLE,
+  BillingAuditLog,
+  type BillingAuditRow,
+  billingTotalsQueries,
+  customersWithUsageQuery,
+} from "@keymeter/shared/billing/invoicing";
 import {
   applyMigrations,
   type ClickHouseClient,
@@ -91,6 +100,7 @@ describe("the same SQL on a current ClickHouse (chdb-core in process)", () => {
       "0004_dashboard_views",
       "0005_key_monthly_view_aliases",
       "0006_key_aliases_unknown_keys",
+      "0010_billing_sync_log",
     ]);
     expect(await target.select("SELECT * FROM v_key_monthly")).toEqual([]);
   });
@@ -111,6 +121,8 @@ describe("the same SQL on a current ClickHouse (chdb-core in process)", () => {
       }
       await new ClickHouseKeyMirror(client).upsert(KEYS);
       await engine.insert(KEY_MIRROR_TABLE, KEYS.map(keyMirrorRow));
+      await new BillingAuditLog(client).write(AUDIT_ROWS);
+      await engine.insert(BILLING_AUDIT_TABLE, AUDIT_ROWS.map(auditRowJson));
 
       const views =
         "SELECT name FROM system.tables WHERE database = currentDatabase() AND engine = 'View' ORDER BY name";
@@ -135,6 +147,26 @@ describe("the same SQL on a current ClickHouse (chdb-core in process)", () => {
           "SELECT k.name, k.state, sum(units) AS units FROM usage_monthly ANY LEFT JOIN (SELECT key_id, name, state FROM api_keys FINAL) k USING key_id GROUP BY k.name, k.state",
         ],
         ["migration runner: its record", "SELECT version, name, checksum FROM schema_migrations"],
+        [
+          "billing: customers with usage",
+          customersWithUsageQuery(
+            ["free", "pro"],
+            Date.parse("2026-10-31T00:00:00Z"),
+            Date.parse("2026-12-01T00:00:00Z"),
+          ),
+        ],
+        // A UTC month and one that starts inside an hour (whole hours from the rollup, the rest raw).
+        ...billingTotalsQueries(
+          ["free", "pro"],
+          [
+            periodById("2026-11", "UTC"),
+            { id: "2026-11", start: Date.parse("2026-11-01T00:05:00Z"), end: Date.parse("2026-12-01T00:00:00Z") },
+          ],
+        ).queries.map((sql, i): [string, string] => [`billing: totals query ${i}`, sql]),
+        [
+          "billing: README audit example",
+          "SELECT customer_id, tier, argMax(value, event_time) FROM billing_sync_log WHERE period_id = '2026-11' AND outcome IN ('accepted', 'duplicate') GROUP BY customer_id, tier",
+        ],
         ["raw rows", "SELECT * FROM usage_events"],
         ...(["hour", "day", "month"] as const).map((period): [string, string] => [
           `rollup by ${period}`,
@@ -170,6 +202,14 @@ describe("the same SQL on a current ClickHouse (chdb-core in process)", () => {
           { month: "2026-11-01", key_id: KEY_C, calls: 2, key_name: "", key_state: "" },
         ]),
       );
+      // The README's audit query: the close's total is the last accepted one.
+      expect(
+        canonical(
+          await engine.select(
+            "SELECT customer_id, tier, argMax(value, event_time) AS last FROM billing_sync_log WHERE period_id = '2026-11' GROUP BY customer_id, tier",
+          ),
+        ),
+      ).toEqual(canonical([{ customer_id: "cus_1", tier: "pro", last: 102 }]));
       expect(canonical(await engine.select("SELECT * FROM v_unknown_keys"))).toEqual(
         canonical([{ subject: KEY_C, first_day: "2026-11-03", last_day: "2026-11-03", calls: 2, units: 1 }]),
       );
@@ -271,6 +311,25 @@ const row = (e: UsageEvent, partition: number, offset: number) =>
   usageRowJson(e, { topic: TOPIC, partition, offset: String(offset) }, INGESTED_AT);
 
 /** Two batches, as the aggregator inserts them: across a month end, two partitions, 2xx/4xx/5xx. */
+/** Two readings of one customer's pro total (the later wins) and a close. */
+const AUDIT_ROWS: BillingAuditRow[] = [10, 20, 30].map((minute, i) => ({
+  at: Date.parse(`2026-11-30T10:${minute}:00Z`),
+  run_id: `run_${i}`,
+  kind: i === 2 ? "close" : "sync",
+  customer_id: "cus_1",
+  tier: "pro",
+  period_id: "2026-11",
+  period_start: Date.parse("2026-11-01T00:00:00Z"),
+  period_end: Date.parse("2026-12-01T00:00:00Z"),
+  stripe_customer_id: "cus_stripe1",
+  meter_event_name: "keymeter_pro_requests",
+  value: 100 + i,
+  identifier: `kmt_${i}`,
+  event_time: i === 2 ? Date.parse("2026-11-30T23:59:59Z") : Date.parse(`2026-11-30T10:${minute}:00Z`),
+  outcome: "accepted",
+  error: "",
+}));
+
 const BATCHES: string[][] = [
   [
     row(event(KEY_A, "2026-10-31T23:30:00Z", 200, 5), 0, 0),

@@ -154,7 +154,11 @@ describe("ClickHouse migrations (real server)", () => {
     const before = await runMigrations(connection(db), { dir: await migrationsBefore0005() });
     expect(before.applied).toContain("0004_dashboard_views");
     const upgrade = await runMigrations(connection(db), { dir: MIGRATIONS_DIR });
-    expect(upgrade.applied).toEqual(["0005_key_monthly_view_aliases", "0006_key_aliases_unknown_keys"]);
+    expect(upgrade.applied).toEqual([
+      "0005_key_monthly_view_aliases",
+      "0006_key_aliases_unknown_keys",
+      "0010_billing_sync_log",
+    ]);
     expect(upgrade.alreadyApplied).toContain("0004_dashboard_views");
 
     const client = createClickHouse(connection(db));

@@ -3,6 +3,7 @@ import { join } from "node:path";
 import type { TestPipeline } from "./pipeline";
 
 const MAIN = join(import.meta.dirname, "../../services/aggregator/src/main.ts");
+const CRASHING = join(import.meta.dirname, "crashing-aggregator.ts");
 
 const running = new Set<ChildProcess>();
 
@@ -19,14 +20,16 @@ export interface ProcessOutput {
 
 /**
  * The aggregator as a real process (so it can be SIGKILLed), configured for `pipeline`.
- * With `output`, its stdout (the JSON log) and stderr are collected there.
+ * With `output`, its stdout (the JSON log) and stderr are collected there. `entry` replaces
+ * main.ts (crashing-aggregator.ts).
  */
 export function spawnAggregator(
   pipeline: TestPipeline,
   env: Record<string, string> = {},
   output?: ProcessOutput,
+  entry = MAIN,
 ): ChildProcess {
-  const child = spawn(process.execPath, ["--import", "tsx", MAIN], {
+  const child = spawn(process.execPath, ["--import", "tsx", entry], {
     env: {
       ...process.env,
       KAFKA_BROKERS: (pipeline.kafkaBrokers ?? []).join(","),
@@ -70,4 +73,47 @@ export function stopGracefully(child: ChildProcess): Promise<number | null> {
     child.once("exit", (code) => resolve(code));
     child.kill("SIGTERM");
   });
+}
+
+export type CrashMoment = "before-insert" | "after-insert" | "after-mark";
+
+export interface CrashReport {
+  at: CrashMoment;
+  /** The partition of the batch it died on. */
+  partition: number;
+  /** `source\nid` (DedupWindow.member) of that batch's events. */
+  members: string[];
+  /** How the process ended: must be the SIGKILL it sent itself. */
+  signal: NodeJS.Signals | null;
+}
+
+/**
+ * An aggregator process that SIGKILLs itself at `at` on its `onBatch`-th batch with rows
+ * (test/support/crashing-aggregator.ts). `crashed` resolves once it is dead, with its report:
+ * the evidence that the moment was reached, rather than a kill that fell on an idle process.
+ */
+export function spawnCrashingAggregator(
+  pipeline: TestPipeline,
+  at: CrashMoment,
+  options: { onBatch?: number; env?: Record<string, string> } = {},
+): { child: ChildProcess; crashed: Promise<CrashReport> } {
+  const child = spawnAggregator(
+    pipeline,
+    { KEYMETER_CRASH_AT: at, KEYMETER_CRASH_ON_BATCH: String(options.onBatch ?? 1), ...options.env },
+    undefined,
+    CRASHING,
+  );
+  let stderr = "";
+  child.stderr?.on("data", (chunk: Buffer) => {
+    stderr += chunk.toString();
+  });
+  const crashed = new Promise<CrashReport>((resolve, reject) => {
+    child.once("exit", (code, signal) => {
+      const line = /KEYMETER_CRASH (\{.*\})/.exec(stderr)?.[1];
+      if (!line) return reject(new Error(`aggregator exited (code ${code}, ${signal}) without crashing: ${stderr}`));
+      const report = JSON.parse(line) as Omit<CrashReport, "signal">;
+      resolve({ ...report, signal });
+    });
+  });
+  return { child, crashed };
 }

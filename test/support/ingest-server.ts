@@ -22,7 +22,13 @@ export interface IngestServer {
 /** The ingest API on a free loopback port, publishing to the pipeline's topic (or to `publisher`). */
 export async function startIngest(
   pipeline: TestPipeline,
-  options: { publisher?: UsageEventPublisher; maxBodyBytes?: number; attribution?: KeyAttributor } = {},
+  options: {
+    publisher?: UsageEventPublisher;
+    maxBodyBytes?: number;
+    attribution?: KeyAttributor;
+    /** How long a publish may wait for Kafka's acknowledgement (main.ts: 10 s). */
+    ackTimeoutMs?: number;
+  } = {},
 ): Promise<IngestServer> {
   let producer: Producer | undefined;
   let publisher = options.publisher;
@@ -33,7 +39,7 @@ export async function startIngest(
       producer,
       pipeline.topics.events,
       new PartitionCount(pipeline.admin, pipeline.topics.events),
-      10_000,
+      options.ackTimeoutMs ?? 10_000,
     );
   }
   const app: FastifyInstance = buildIngestApp({

@@ -1,5 +1,5 @@
 import { spawnSync } from "node:child_process";
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -47,6 +47,27 @@ export class IsolatedServices {
 
   down(...names: string[]): void {
     this.run("down", names);
+  }
+
+  get redisUrl(): string {
+    return `redis://127.0.0.1:${this.env.REDIS_PORT}`;
+  }
+
+  /**
+   * Freezes a running service with SIGSTOP (its whole process group): connections stay open
+   * and nothing is answered, as with a hung broker, unlike a stop that refuses connections.
+   */
+  freeze(name: string): void {
+    process.kill(-this.pid(name), "SIGSTOP");
+  }
+
+  /** Lets a frozen service run again (SIGCONT). */
+  thaw(name: string): void {
+    process.kill(-this.pid(name), "SIGCONT");
+  }
+
+  private pid(name: string): number {
+    return Number(readFileSync(join(this.env.KEYMETER_DATA_DIR ?? "", name, "pid"), "utf8"));
   }
 
   /** Stops everything and deletes the data folder. */

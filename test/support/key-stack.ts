@@ -84,10 +84,11 @@ export class KeyStack {
 
   /** `redisUrl`: a private Redis (tests that restart it); the shared one by default. */
   constructor(options: { tiers?: TierCatalog; mirror?: KeyMirror; redisUrl?: string } = {}) {
-    this.redisUrl = options.redisUrl ?? services().redisUrl;
     this.tiers = options.tiers ?? TEST_TIERS;
-    this.redis = createRedis(this.redisUrl);
     this.logger = createLogger("test", "debug", this.logs);
+    this.redisUrl = options.redisUrl ?? services().redisUrl;
+    // A test may stop Redis: connection errors go to the captured log, as a service's would.
+    this.redis = createRedis(this.redisUrl, { logger: this.logger });
     this.registry = new KeyRegistry({
       redis: this.redis,
       keys: this.keys,
@@ -132,8 +133,8 @@ export class KeyStack {
   ): Promise<GatewayInstance> {
     const { forwardTo, ...gatewayOptions } = options;
     const upstream = proxy.upstream ?? (await this.upstream());
-    const redis = createRedis(this.redisUrl);
-    const subscriber = createRedis(this.redisUrl);
+    const redis = createRedis(this.redisUrl, { logger: this.logger });
+    const subscriber = createRedis(this.redisUrl, { logger: this.logger, name: "redis-subscriber" });
     const cache = new KeyCache({ redis, subscriber, keys: this.keys, logger: this.logger });
     await cache.start();
     const sink = new MemorySink(forwardTo);

@@ -15,6 +15,7 @@ import {
 } from "@keymeter/shared/stores";
 import type { UsageEventInput } from "@keymeter/shared/usage";
 import type { Admin, Kafka } from "kafkajs";
+import { TEST_KEYS } from "./partition-keys";
 import { services, uniqueName } from "./services";
 
 /** Everything an ingest test needs, isolated: its own topics, database and Redis prefix. */
@@ -117,7 +118,11 @@ export async function startTestAggregator(
 
 let sequence = 0;
 
-/** A valid usage event; `overrides` may replace any field. */
+/**
+ * A valid usage event; `overrides` may replace any field. Keys cycle through TEST_KEYS (one
+ * per partition, so a stream reaches every partition) and units vary (1-3), so per-key unit
+ * sums catch a lost event hidden by a duplicate.
+ */
 export function usageEvent(
   overrides: Partial<UsageEventInput> = {},
   data: Partial<UsageEventInput["data"]> = {},
@@ -128,9 +133,9 @@ export function usageEvent(
     id: `evt-${process.pid}-${Date.now().toString(36)}-${sequence}`,
     source: "test-gateway",
     type: "api.request",
-    subject: `key_test${String(sequence % 7).padStart(8, "0")}`,
+    subject: TEST_KEYS[sequence % TEST_KEYS.length] ?? "key_spread000000",
     time: new Date().toISOString(),
-    data: { method: "GET", route: "/v1/things/:id", status: 200, latency_ms: 3, ...data },
+    data: { method: "GET", route: "/v1/things/:id", status: 200, latency_ms: 3, units: 1 + (sequence % 3), ...data },
     ...overrides,
   };
 }

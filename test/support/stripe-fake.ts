@@ -120,8 +120,25 @@ interface SubscriptionRecord {
   created: number;
   /** Seconds; the first period runs from `created` to here, then monthly from here. */
   anchor: number;
+  /** `billing_cycle_anchor_config`: later periods start on this UTC day (clamped) and time each month. */
+  anchorConfig: AnchorConfig | undefined;
   metadata: Record<string, string>;
   items: SubscriptionItemRecord[];
+}
+
+interface AnchorConfig {
+  day: number;
+  hour: number;
+  minute: number;
+  second: number;
+}
+
+/** The instant (seconds) in the UTC month `monthIndex` (months since 1970) a config anchors to. */
+function configOccurrence(config: AnchorConfig, monthIndex: number): number {
+  const year = Math.floor(monthIndex / 12);
+  const month = monthIndex - year * 12;
+  const lastDay = new Date(Date.UTC(year, month + 1, 0)).getUTCDate();
+  return Date.UTC(year, month, Math.min(config.day, lastDay), config.hour, config.minute, config.second) / 1000;
 }
 
 class FakeStripeError extends Error {
@@ -896,8 +913,37 @@ export class StripeFake {
     const created = this.seconds();
     const items = rawItems.map((raw, index) => this.subscriptionItem(raw, `items[${index}]`, created));
     const rawAnchor = str(params, "billing_cycle_anchor");
+    const rawConfig = obj(params, "billing_cycle_anchor_config");
     let anchor = created;
-    if (rawAnchor !== undefined) {
+    let anchorConfig: AnchorConfig | undefined;
+    if (rawConfig) {
+      if (rawAnchor !== undefined) {
+        throw invalid(
+          "billing_cycle_anchor_config",
+          "You may only specify one of billing_cycle_anchor and billing_cycle_anchor_config.",
+        );
+      }
+      const field = (key: string, max: number, required = false) => {
+        const raw = str(rawConfig, key);
+        if (raw === undefined && !required) return 0;
+        const value = Number(raw);
+        if (!Number.isInteger(value) || value < (key === "day_of_month" ? 1 : 0) || value > max) {
+          throw invalid(`billing_cycle_anchor_config[${key}]`, `Invalid billing_cycle_anchor_config[${key}]: ${raw}`);
+        }
+        return value;
+      };
+      anchorConfig = {
+        day: field("day_of_month", 31, true),
+        hour: field("hour", 23),
+        minute: field("minute", 59),
+        second: field("second", 59),
+      };
+      // The first occurrence after creation.
+      const createdDate = new Date(created * 1000);
+      let monthIndex = createdDate.getUTCFullYear() * 12 + createdDate.getUTCMonth();
+      while (configOccurrence(anchorConfig, monthIndex) <= created) monthIndex += 1;
+      anchor = configOccurrence(anchorConfig, monthIndex);
+    } else if (rawAnchor !== undefined) {
       anchor = Number(rawAnchor);
       if (!Number.isInteger(anchor) || anchor < created) {
         throw invalid("billing_cycle_anchor", "billing_cycle_anchor must be a timestamp in the future.");
@@ -908,6 +954,7 @@ export class StripeFake {
       customer,
       created,
       anchor,
+      anchorConfig,
       metadata: stringMap(obj(params, "metadata")),
       items,
     };
@@ -956,6 +1003,13 @@ export class StripeFake {
   /** The period containing `at` (seconds): first from creation to the anchor, then monthly from the anchor. */
   private period(subscription: SubscriptionRecord, at: number): { start: number; end: number } {
     if (at < subscription.anchor) return { start: subscription.created, end: subscription.anchor };
+    const config = subscription.anchorConfig;
+    if (config) {
+      const anchorDate = new Date(subscription.anchor * 1000);
+      let monthIndex = anchorDate.getUTCFullYear() * 12 + anchorDate.getUTCMonth();
+      while (configOccurrence(config, monthIndex + 1) <= at) monthIndex += 1;
+      return { start: configOccurrence(config, monthIndex), end: configOccurrence(config, monthIndex + 1) };
+    }
     let start = subscription.anchor;
     let months = 1;
     for (;;) {

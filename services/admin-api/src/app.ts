@@ -22,11 +22,20 @@ import {
 } from "@keymeter/shared/runtime";
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from "fastify";
 import { z } from "zod";
+import {
+  type AdminBilling,
+  linkInputSchema,
+  reconcileQuerySchema,
+  reconcileRequest,
+  setupInputSchema,
+} from "./billing";
 import { type QuotaRoutesDeps, registerQuotaRoutes } from "./quota-routes";
 import { audit as auditAction, parse } from "./request-input";
 
 export interface AdminAppOptions {
   registry: KeyRegistry;
+  /** Billing setup, links and reconciliation; the billing routes answer 404 without it. */
+  billing?: AdminBilling;
   tiers: TierCatalog;
   logger: Logger;
   /** Accepted as an admin credential (ADMIN_BOOTSTRAP_TOKEN); compared by hash in constant time. */
@@ -40,6 +49,9 @@ export interface AdminAppOptions {
 }
 
 const idParams = z.object({ id: z.string().regex(KEY_ID, "expected a key id like key_XXXXXXXX") }).strict();
+const customerParams = z
+  .object({ id: z.string().regex(/^[A-Za-z0-9_.:-]{1,128}$/, "expected a customer id") })
+  .strict();
 const listQuery = z
   .object({
     customer_id: z.string().min(1).max(128).optional(),
@@ -185,6 +197,34 @@ export function buildAdminApp(options: AdminAppOptions): FastifyInstance {
         audit(logger, request, "rotate", id);
         return { key: issued.key, secret: issued.secret, mirrored: issued.mirrored };
       });
+
+      const billing = options.billing;
+      if (billing) {
+        v1.post("/billing/setup", async (request) => {
+          const body = parse("body", setupInputSchema, request.body ?? {});
+          const summary = await billing.setup.setup(body.customer_ids ? { customerIds: body.customer_ids } : {});
+          auditAction(logger, request, "billing.setup");
+          return summary;
+        });
+
+        v1.post("/customers/:id/stripe-link", async (request) => {
+          const { id } = parse("path", customerParams, request.params);
+          const body = parse("body", linkInputSchema, request.body ?? {});
+          const link = await billing.setup.link(id, {
+            ...(body.stripe_customer_id ? { stripeCustomerId: body.stripe_customer_id } : {}),
+            ...(body.stripe_subscription_id ? { stripeSubscriptionId: body.stripe_subscription_id } : {}),
+          });
+          logger.info(
+            { request_id: request.id, actor: request.actor, action: "stripe_link", customer_id: id },
+            "admin action",
+          );
+          return link;
+        });
+
+        v1.get("/billing/reconciliation", async (request) =>
+          billing.reconciler.reconcile(reconcileRequest(parse("query", reconcileQuerySchema, request.query))),
+        );
+      }
 
       v1.post("/keys/:id/revoke", async (request) => {
         const { id } = parse("path", idParams, request.params);

@@ -1,6 +1,8 @@
 import type { Writable } from "node:stream";
-import { AppError, isAppError } from "@keymeter/shared/runtime";
+import { AppError, describeIssues, isAppError } from "@keymeter/shared/runtime";
 import { Command, CommanderError, Option } from "commander";
+import type { z } from "zod";
+import { type AdminBilling, linkInputSchema, reconcileQuerySchema, reconcileRequest } from "./billing";
 import { addQuotaCommands } from "./cli-quota";
 import type { RegistryDeps } from "./registry";
 
@@ -167,7 +169,70 @@ export function buildCli(connect: () => Promise<RegistryDeps> | RegistryDeps, io
     .description("list the configured tiers")
     .action(withRegistry(async ({ tiers }) => tiers.list()));
 
+  const withBilling = <A extends unknown[]>(action: (billing: AdminBilling, ...args: A) => Promise<unknown>) =>
+    withRegistry(async (deps, ...args: A) => {
+      if (!deps.billing) throw new AppError("config_invalid", "billing is not configured for this command");
+      return action(deps.billing(), ...args);
+    });
+
+  const billing = program
+    .command("billing")
+    .description("Stripe billing: meters, prices and customer links; reconciliation (dry run without STRIPE_API_KEY)");
+
+  billing
+    .command("setup")
+    .description("find or create each billed tier's meter and price, and link customers to Stripe (idempotent)")
+    .option("--customer <id>", "link only this customer (repeatable); default: every customer", collect)
+    .action(
+      withBilling(async ({ setup }, options: { customer?: string[] }) =>
+        setup.setup(options.customer ? { customerIds: options.customer } : {}),
+      ),
+    );
+
+  billing
+    .command("reconcile")
+    .description("what each invoice should say from ClickHouse, against Stripe; every difference listed")
+    .option("--customer <id>", "only this customer")
+    .option("--period <YYYY-MM>", "month in the customer's time zone (default: the previous month)")
+    .option("--no-stripe", "compare with the worker's records only (no Stripe calls)")
+    .action(
+      withBilling(async ({ reconciler }, options: { customer?: string; period?: string; stripe: boolean }) => {
+        const query = parseOptions(reconcileQuerySchema, {
+          ...(options.customer ? { customer_id: options.customer } : {}),
+          ...(options.period ? { period: options.period } : {}),
+          stripe: String(options.stripe),
+        });
+        return reconciler.reconcile(reconcileRequest(query));
+      }),
+    );
+
+  // `customers` (create, list, ...) comes with the quota commands; link is billing's.
+  const customers = program.commands.find((command) => command.name() === "customers") ?? program.command("customers");
+  customers
+    .command("link <id>")
+    .description("link a customer to a Stripe customer and subscription: adopt the given ids, or find or create them")
+    .option("--stripe-customer <cus_id>", "adopt this Stripe customer")
+    .option("--stripe-subscription <sub_id>", "adopt this subscription (the tiers' prices are added when missing)")
+    .action(
+      withBilling(async ({ setup }, id: string, options: { stripeCustomer?: string; stripeSubscription?: string }) => {
+        const input = parseOptions(linkInputSchema, {
+          ...(options.stripeCustomer ? { stripe_customer_id: options.stripeCustomer } : {}),
+          ...(options.stripeSubscription ? { stripe_subscription_id: options.stripeSubscription } : {}),
+        });
+        return setup.link(id, {
+          ...(input.stripe_customer_id ? { stripeCustomerId: input.stripe_customer_id } : {}),
+          ...(input.stripe_subscription_id ? { stripeSubscriptionId: input.stripe_subscription_id } : {}),
+        });
+      }),
+    );
+
   return program;
+}
+
+function parseOptions<S extends z.ZodType>(schema: S, input: unknown): z.output<S> {
+  const result = schema.safeParse(input);
+  if (!result.success) throw new AppError("bad_request", describeIssues(result.error));
+  return result.data;
 }
 
 /**

@@ -1,4 +1,5 @@
 import { KEY_PREFIX } from "@keymeter/shared/api-keys";
+import { stripeConfigSchema } from "@keymeter/shared/billing/provider";
 import { env, storesConfigSchema } from "@keymeter/shared/runtime";
 import { z } from "zod";
 
@@ -26,7 +27,10 @@ export const registryConfigSchema = storesConfigSchema
       .min(0)
       .max(90 * 86_400)
       .default(86_400),
-  });
+    /** Must match the billing worker's: reconciliation reports a period not closed by then. */
+    BILLING_CLOSE_GRACE_MS: z.coerce.number().int().min(60_000).max(86_400_000).default(3_600_000),
+  })
+  .extend(stripeConfigSchema.shape);
 export type RegistryConfig = z.infer<typeof registryConfigSchema>;
 
 /** The admin API's environment. */

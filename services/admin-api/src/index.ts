@@ -1,4 +1,5 @@
 export * from "./app";
+export * from "./billing";
 export * from "./cli";
 export * from "./config";
 export * from "./quota-deps";

@@ -18,6 +18,7 @@ runService("admin-api", async () => {
     tiers: deps.tiers,
     ...(deps.quota ? { quota: deps.quota } : {}),
     logger,
+    ...(deps.billing ? { billing: deps.billing() } : {}),
     ...(deps.health ? { health: deps.health } : {}),
     ...(config.ADMIN_BOOTSTRAP_TOKEN ? { bootstrapToken: config.ADMIN_BOOTSTRAP_TOKEN } : {}),
   });

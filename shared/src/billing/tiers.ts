@@ -17,6 +17,8 @@ export const tierSchema = z
     monthly_quota: z.number().int().positive().nullable(),
     /** Over quota: `block` answers 429, `bill` lets requests through and bills the overage. */
     overage: z.enum(["block", "bill"]),
+    /** A free tier is never synced to Stripe, even if it names a meter. */
+    free: z.boolean().optional(),
     stripe: z
       .object({
         /** The tier's own Billing Meter (aggregation `last`: the sync sends month-to-date totals). */
@@ -35,6 +37,8 @@ export const tierSchema = z
           .string()
           .regex(/^[a-z]{3}$/, "expected a lower-case ISO currency code like usd")
           .optional(),
+        /** How often the billing worker syncs this tier's month-to-date totals; BILLING_SYNC_EVERY_MS when unset. */
+        sync_every_ms: z.number().int().min(1000).max(86_400_000).optional(),
       })
       .strict()
       .optional(),
@@ -100,6 +104,13 @@ export class TierCatalog {
 
   names(): string[] {
     return [...this.byName.keys()];
+  }
+
+  /** Tiers the billing worker syncs to Stripe: a `stripe` section and not marked free. */
+  billed(): Array<Tier & { stripe: NonNullable<Tier["stripe"]> }> {
+    return this.list().filter((tier): tier is Tier & { stripe: NonNullable<Tier["stripe"]> } =>
+      Boolean(tier.stripe && !tier.free),
+    );
   }
 }
 

@@ -1,3 +1,4 @@
+export * from "./billing-jobs";
 export * from "./job-schemas";
 export * from "./job-worker";
 export * from "./queues";

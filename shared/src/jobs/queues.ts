@@ -9,6 +9,12 @@ export const QUEUE_NAMES = {
   quotaSweeps: "quota-sweeps",
   /** Signed webhook deliveries, retried with exponential back-off. */
   quotaWebhooks: "quota-webhooks",
+  /** One tier's month-to-date totals to Stripe (a job scheduler per tier, each on its own cadence). */
+  billingSync: "billing-sync",
+  /** Month close of every customer whose period ended (a job scheduler every minute). */
+  billingClose: "billing-close",
+  /** Local reconciliation (ClickHouse against the worker's records) for the Prometheus gauge. */
+  billingReconcile: "billing-reconcile",
 } as const;
 
 export type QueueName = (typeof QUEUE_NAMES)[keyof typeof QUEUE_NAMES];
@@ -26,3 +32,11 @@ export function queueConnection(connection: Redis, keys: RedisKeys): QueueConnec
 
 /** The job scheduler id of the sweep (upsertJobScheduler is idempotent across instances). */
 export const SWEEP_SCHEDULER_ID = "quota-sweep";
+
+/** The job scheduler id of one tier's sync. */
+export function billingSyncSchedulerId(tier: string): string {
+  return `billing-sync:${tier}`;
+}
+
+export const BILLING_CLOSE_SCHEDULER_ID = "billing-close";
+export const BILLING_RECONCILE_SCHEDULER_ID = "billing-reconcile";

@@ -19,6 +19,9 @@
  * | `customer:record:<customer_id>`    | string | customer registry   | the customer record, JSON (webhook signing secrets included) |
  * | `customer:ids`                     | zset   | customer registry   | customer ids scored by creation time (ms) |
  * | `bull:<queue>:*`                   | BullMQ | quota worker, hook  | queues `quota-checks`, `quota-sweeps`, `quota-webhooks` (see shared/src/jobs) |
+ * | `billing:sent:<tier>:<period>`     | hash   | billing worker      | customer id -> month-to-date total Stripe accepted (a resumed run skips equal totals); expires 40 days after the period |
+ * | `billing:close:<period>:<customer_id>` | string | billing worker  | the frozen final totals per tier a month close sends, JSON (a retried close sends the same events) |
+ * | `billing:closed:<period>:<customer_id>` | string | billing worker | the period is closed: totals per tier, when, JSON; later usage is only reported |
  *
  * Channels: `apikey:changed` (message: JSON `{ keyId, hashes }`, after any change to a key),
  * `quota:flag:changed` (message: the key id, after a flag is set or cleared),
@@ -44,6 +47,9 @@ export interface RedisKeys {
   customerRecord(customerId: string): string;
   customerIds: string;
   customerChangedChannel: string;
+  billingSent(tier: string, periodId: string): string;
+  billingCloseSnapshot(periodId: string, customerId: string): string;
+  billingClosed(periodId: string, customerId: string): string;
   /** BullMQ's `prefix` option: its keys share the namespace. */
   bullPrefix: string;
 }
@@ -68,6 +74,9 @@ export function redisKeys(prefix = ""): RedisKeys {
     customerRecord: (customerId) => `${prefix}customer:record:${customerId}`,
     customerIds: `${prefix}customer:ids`,
     customerChangedChannel: `${prefix}customer:changed`,
+    billingSent: (tier, periodId) => `${prefix}billing:sent:${tier}:${periodId}`,
+    billingCloseSnapshot: (periodId, customerId) => `${prefix}billing:close:${periodId}:${customerId}`,
+    billingClosed: (periodId, customerId) => `${prefix}billing:closed:${periodId}:${customerId}`,
     bullPrefix: `${prefix}bull`,
   };
 }

@@ -70,6 +70,14 @@ export interface SubscriptionSpec {
    * are keymeter's periods. Only used when the subscription is created.
    */
   billingCycleAnchor?: Date;
+  /**
+   * Stripe's `billing_cycle_anchor_config`: periods start every month on this UTC day (a day
+   * past the month's end means its last day) and time. For a zone with a fixed offset this makes
+   * every period start at local midnight on the 1st (Asia/Kolkata: day 31, 18:30), where a
+   * single anchor would repeat its own day of month. Used instead of `billingCycleAnchor` by
+   * providers that support it; only when the subscription is created.
+   */
+  billingCycleAnchorConfig?: { dayOfMonth: number; hour: number; minute: number; second: number };
 }
 
 export interface BillingPeriod {

@@ -189,7 +189,15 @@ export class StripeBillingProvider implements BillingProvider {
         metadata: { [CUSTOMER_METADATA_KEY]: spec.customerId },
       };
       const anchor = spec.billingCycleAnchor ? Math.floor(spec.billingCycleAnchor.getTime() / 1000) : undefined;
-      if (anchor !== undefined && anchor * 1000 > this.now()) params.billing_cycle_anchor = anchor;
+      const config = spec.billingCycleAnchorConfig;
+      if (config) {
+        params.billing_cycle_anchor_config = {
+          day_of_month: config.dayOfMonth,
+          hour: config.hour,
+          minute: config.minute,
+          second: config.second,
+        };
+      } else if (anchor !== undefined && anchor * 1000 > this.now()) params.billing_cycle_anchor = anchor;
       const key = idempotencyKey("subscription", spec.customerId, spec.stripeCustomerId, ...spec.priceIds);
       subscription = await this.call("create subscription", () =>
         this.stripe.subscriptions.create(params, { idempotencyKey: key }),

@@ -1,0 +1,113 @@
+/**
+ * The aggregator as main.ts runs it, plus a crash at a chosen moment of a chosen batch: the
+ * process SIGKILLs itself, so nothing after that moment runs (no dedup marking, no Kafka
+ * commit, no leaving the group). Started by spawnCrashingAggregator (aggregator-process.ts).
+ *
+ *   KEYMETER_CRASH_AT=before-insert  the batch's invalid events are in the DLQ, nothing inserted
+ *   KEYMETER_CRASH_AT=after-insert   the INSERT returned; ids not marked, offset not committed
+ *   KEYMETER_CRASH_AT=after-mark     ids marked in the dedup window; offset not committed
+ *   KEYMETER_CRASH_ON_BATCH=N        the N-th batch with rows to insert (default 1)
+ *
+ * Before dying it writes one line `KEYMETER_CRASH {"at", "partition", "members"}` to stderr:
+ * the batch's partition and the `source\nid` of its events.
+ */
+import {
+  Aggregator,
+  aggregatorConfigSchema,
+  ClickHouseUsageStore,
+  DedupWindow,
+  type UsageStore,
+} from "@keymeter/aggregator";
+import { MIGRATIONS_DIR } from "@keymeter/clickhouse-schema";
+import { KeyAttributor } from "@keymeter/shared/api-keys";
+import { createLogger, createMetricsServer, listen, parseConfig, runService } from "@keymeter/shared/runtime";
+import {
+  clickHouseConnection,
+  createClickHouse,
+  createKafka,
+  createRedis,
+  ensureTopics,
+  redisKeys,
+  runMigrations,
+  topicNames,
+} from "@keymeter/shared/stores";
+
+const MOMENTS = ["before-insert", "after-insert", "after-mark"] as const;
+type Moment = (typeof MOMENTS)[number];
+
+runService("crashing-aggregator", async () => {
+  const config = parseConfig(aggregatorConfigSchema);
+  const at = process.env.KEYMETER_CRASH_AT as Moment;
+  if (!MOMENTS.includes(at)) throw new Error(`KEYMETER_CRASH_AT must be one of ${MOMENTS.join(", ")}`);
+  const crashOn = Number(process.env.KEYMETER_CRASH_ON_BATCH ?? 1);
+  const logger = createLogger("aggregator", config.LOG_LEVEL);
+  const connection = clickHouseConnection(config);
+  await runMigrations(connection, { dir: MIGRATIONS_DIR, logger });
+  const clickhouse = createClickHouse(connection, {
+    requestTimeoutMs: Math.floor(config.AGGREGATOR_SESSION_TIMEOUT_MS / 2),
+  });
+  const kafka = createKafka(config.KAFKA_BROKERS, "keymeter-aggregator", logger);
+  const topics = topicNames(config.KAFKA_TOPIC_PREFIX);
+  const admin = kafka.admin();
+  await admin.connect();
+  await ensureTopics(admin, topics, { partitions: config.KAFKA_EVENT_PARTITIONS });
+  await admin.disconnect();
+
+  const crash = (partition: number, members: string[]): never => {
+    process.stderr.write(`KEYMETER_CRASH ${JSON.stringify({ at, partition, members })}\n`);
+    process.kill(process.pid, "SIGKILL");
+    throw new Error("unreachable: SIGKILL did not end the process");
+  };
+  const real = new ClickHouseUsageStore(clickhouse);
+  let batches = 0;
+  const store: UsageStore = {
+    async insert(rows, queryId) {
+      if (rows.length === 0) return;
+      const batch = ++batches;
+      // The query id ends with -<partition>-<first offset>-<last offset>.
+      const partition = Number(/-(\d+)-\d+-\d+$/.exec(queryId)?.[1] ?? -1);
+      const members = () =>
+        rows.map((row) => {
+          const { source, event_id } = JSON.parse(row) as { source: string; event_id: string };
+          return DedupWindow.member(source, event_id);
+        });
+      if (batch === crashOn && at === "before-insert") crash(partition, members());
+      await real.insert(rows, queryId);
+      if (batch === crashOn && at === "after-insert") crash(partition, members());
+    },
+  };
+
+  const redis = createRedis(config.REDIS_URL, { logger });
+  const aggregator = new Aggregator({
+    kafka,
+    clickhouse,
+    redis,
+    topics,
+    groupId: config.AGGREGATOR_GROUP_ID,
+    logger,
+    dedupWindowSeconds: config.DEDUP_WINDOW_SECONDS,
+    dedupKeyPrefix: config.DEDUP_KEY_PREFIX,
+    concurrency: config.AGGREGATOR_CONCURRENCY,
+    fetchBytesPerPartition: config.AGGREGATOR_FETCH_BYTES_PER_PARTITION,
+    sessionTimeoutMs: config.AGGREGATOR_SESSION_TIMEOUT_MS,
+    attribution: new KeyAttributor({ redis, keys: redisKeys(config.REDIS_KEY_PREFIX) }),
+    store,
+    // Runs after the dedup marking and before the Kafka commit.
+    afterInsert: (batch) => {
+      if (at === "after-mark" && batches >= crashOn) {
+        crash(
+          batch.partition,
+          batch.events.map((event) => DedupWindow.member(event.source, event.id)),
+        );
+      }
+    },
+    onFatal: () => process.exit(1),
+  });
+  const metricsServer = createMetricsServer(aggregator.metrics.registry);
+  await listen(metricsServer, config.METRICS_HOST, config.METRICS_PORT, "METRICS_PORT");
+  await aggregator.start();
+  return async () => {
+    await aggregator.stop();
+    metricsServer.close();
+  };
+});
