@@ -21,7 +21,8 @@ const redisErrorLines = (output: ProcessOutput): LogLine[] =>
     .split("\n")
     .filter((line) => line.startsWith("{"))
     .map((line) => JSON.parse(line) as LogLine)
-    .filter((line) => line.msg?.startsWith("redis connection error"));
+    // One client's lines: each connection (commands, BullMQ) is rate-limited on its own.
+    .filter((line) => line.msg?.startsWith("redis connection error") && line.client === "redis");
 
 describe("aggregator: Redis stopped and restarted under it", () => {
   it("logs rate-limited structured lines (never 'Unhandled error event'); /healthz names redis, then recovers", async () => {
