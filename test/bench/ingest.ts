@@ -74,7 +74,13 @@ async function waitUntil(
 function spawnAggregator(database: string, groupId: string, topicPrefix: string): ChildProcess {
   return spawn(
     process.execPath,
-    ["--import", "tsx", join(import.meta.dirname, "../../services/aggregator/src/main.ts")],
+    // BENCH_AGGREGATOR_NODE_ARGS="--cpu-prof --cpu-prof-dir=/tmp/prof" profiles the aggregator.
+    [
+      ...(process.env.BENCH_AGGREGATOR_NODE_ARGS?.split(" ").filter(Boolean) ?? []),
+      "--import",
+      "tsx",
+      join(import.meta.dirname, "../../services/aggregator/src/main.ts"),
+    ],
     {
       env: {
         ...process.env,
