@@ -1,18 +1,10 @@
 import { KEY_PREFIX } from "@keymeter/shared/api-keys";
 import { stripeConfigSchema } from "@keymeter/shared/billing/provider";
-import { env, storesConfigSchema } from "@keymeter/shared/runtime";
+import { env, redisClickHouseConfigSchema } from "@keymeter/shared/runtime";
 import { z } from "zod";
 
 /** The key registry's settings, shared by the admin API and the CLI. */
-export const registryConfigSchema = storesConfigSchema
-  .pick({
-    REDIS_URL: true,
-    CLICKHOUSE_URL: true,
-    CLICKHOUSE_USER: true,
-    CLICKHOUSE_PASSWORD: true,
-    CLICKHOUSE_DATABASE: true,
-    LOG_LEVEL: true,
-  })
+export const registryConfigSchema = redisClickHouseConfigSchema
   .extend({
     /** Path to a tiers JSON file; the shipped defaults (free, pro, enterprise) when unset. */
     TIERS_FILE: z.string().min(1).optional(),

@@ -1,7 +1,6 @@
 import { type ClickHouseClient, quoteString, toDateTime } from "../stores/clickhouse";
+import { periodUnitsQueries } from "./period-units-sql";
 import type { Period } from "./periods";
-
-const HOUR_MS = 3_600_000;
 
 /** Month-to-date billable units from ClickHouse, the truth quotas are enforced against. */
 export interface UsageReader {
@@ -51,40 +50,11 @@ export class ClickHouseUsageReader implements UsageReader {
       byKey?.set(keyId, (byKey.get(keyId) ?? 0) + units);
     };
 
-    // Whole hours from the rollup.
-    const hours = distinct.map((period) => ({
-      from: Math.ceil(period.start / HOUR_MS) * HOUR_MS,
-      to: Math.floor(period.end / HOUR_MS) * HOUR_MS,
-    }));
-    const columns = hours.map((h, i) => `sumIf(units, hour >= ${at(h.from)} AND hour < ${at(h.to)}) AS u${i}`);
-    await this.eachRow(
-      `SELECT key_id, ${columns.join(", ")} FROM usage_hourly WHERE hour >= ${at(Math.min(...hours.map((h) => h.from)))} AND hour < ${at(Math.max(...hours.map((h) => h.to)))} GROUP BY key_id`,
-      (keyId, values) => {
+    const { rollup, raw } = periodUnitsQueries(distinct, "key_id");
+    for (const query of raw === undefined ? [rollup] : [rollup, raw]) {
+      await this.eachRow(query, (keyId, values) => {
         for (const [i, period] of distinct.entries()) add(period, keyId, values[i] ?? 0);
-      },
-    );
-
-    // Partial hours at either end, for zones whose month does not start on a UTC hour.
-    const partial = distinct.map((period, i) => {
-      const ranges: Array<[number, number]> = [];
-      const h = hours[i];
-      if (h && period.start < h.from) ranges.push([period.start, h.from]);
-      if (h && h.to < period.end) ranges.push([h.to, period.end]);
-      return ranges;
-    });
-    const all = partial.flat();
-    if (all.length > 0) {
-      const inRanges = (ranges: Array<[number, number]>) =>
-        ranges.map(([from, to]) => `(event_time >= ${at(from)} AND event_time < ${at(to)})`).join(" OR ");
-      const rawColumns = partial.map((ranges, i) =>
-        ranges.length === 0 ? `toUInt64(0) AS r${i}` : `sumIf(units, ${inRanges(ranges)}) AS r${i}`,
-      );
-      await this.eachRow(
-        `SELECT key_id, ${rawColumns.join(", ")} FROM usage_events WHERE ${inRanges(all)} GROUP BY key_id`,
-        (keyId, values) => {
-          for (const [i, period] of distinct.entries()) add(period, keyId, values[i] ?? 0);
-        },
-      );
+      });
     }
     return totals;
   }

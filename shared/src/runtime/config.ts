@@ -72,3 +72,13 @@ export const storesConfigSchema = z.object({
   LOG_LEVEL: env.logLevel(),
 });
 export type StoresConfig = z.infer<typeof storesConfigSchema>;
+
+/** The stores of services that read Redis and ClickHouse but not Kafka: the admin API and the workers. */
+export const redisClickHouseConfigSchema = storesConfigSchema.pick({
+  REDIS_URL: true,
+  CLICKHOUSE_URL: true,
+  CLICKHOUSE_USER: true,
+  CLICKHOUSE_PASSWORD: true,
+  CLICKHOUSE_DATABASE: true,
+  LOG_LEVEL: true,
+});

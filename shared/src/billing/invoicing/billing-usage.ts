@@ -1,4 +1,5 @@
 import { type ClickHouseClient, quoteString, toDateTime } from "../../stores/clickhouse";
+import { periodUnitsQueries } from "../period-units-sql";
 import type { Period } from "../periods";
 import { periodKey } from "../usage-reader";
 
@@ -102,31 +103,7 @@ export function billingTotalsQueries(
     `tier IN (${tiers.map(quoteString).join(", ")})`,
     ...(customerIds ? [`customer_id IN (${customerIds.map(quoteString).join(", ")})`] : []),
   ].join(" AND ");
-  const hours = distinct.map((period) => ({
-    from: Math.ceil(period.start / HOUR_MS) * HOUR_MS,
-    to: Math.floor(period.end / HOUR_MS) * HOUR_MS,
-  }));
-  const columns = hours.map((h, i) => `sumIf(units, hour >= ${at(h.from)} AND hour < ${at(h.to)}) AS u${i}`);
-  const queries = [
-    `SELECT customer_id, tier, ${columns.join(", ")} FROM usage_hourly WHERE ${filter} AND hour >= ${at(Math.min(...hours.map((h) => h.from)))} AND hour < ${at(Math.max(...hours.map((h) => h.to)))} GROUP BY customer_id, tier`,
-  ];
-  const partial = distinct.map((period, i) => {
-    const ranges: Array<[number, number]> = [];
-    const h = hours[i];
-    if (h && period.start < h.from) ranges.push([period.start, h.from]);
-    if (h && h.to < period.end) ranges.push([h.to, period.end]);
-    return ranges;
-  });
-  const all = partial.flat();
-  if (all.length > 0) {
-    const inRanges = (ranges: Array<[number, number]>) =>
-      ranges.map(([from, to]) => `(event_time >= ${at(from)} AND event_time < ${at(to)})`).join(" OR ");
-    const rawColumns = partial.map((ranges, i) =>
-      ranges.length === 0 ? `toUInt64(0) AS r${i}` : `sumIf(units, ${inRanges(ranges)}) AS r${i}`,
-    );
-    queries.push(
-      `SELECT customer_id, tier, ${rawColumns.join(", ")} FROM usage_events WHERE ${filter} AND (${inRanges(all)}) GROUP BY customer_id, tier`,
-    );
-  }
+  const { rollup, raw } = periodUnitsQueries(distinct, "customer_id, tier", filter);
+  const queries = raw === undefined ? [rollup] : [rollup, raw];
   return { distinct, queries };
 }
