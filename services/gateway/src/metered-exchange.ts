@@ -91,3 +91,28 @@ function countResponseBytes(res: ServerResponse): { bytes: number } {
   } as typeof end;
   return counter;
 }
+
+/**
+ * Checks one request with its client watched from the start (a client that leaves during the
+ * check is seen, metered and not handed on): a refusal is answered here; an admitted request
+ * gets its RateLimit headers and goes to `admitted`. `failed` gets an error of the check itself.
+ */
+export function checkMetered(
+  gateway: Gateway,
+  req: IncomingMessage,
+  res: ServerResponse,
+  admitted: (decision: Decision, exchange: MeteredExchange) => void,
+  failed: (error: unknown) => void,
+): void {
+  const exchange = new MeteredExchange(gateway, req, res);
+  gateway.check(req).then((decision) => {
+    exchange.decided(decision);
+    if (exchange.clientGone) return;
+    if (decision.error) {
+      gateway.refuse(res, decision);
+      return;
+    }
+    for (const [name, value] of decision.headers) res.setHeader(name, value);
+    admitted(decision, exchange);
+  }, failed);
+}

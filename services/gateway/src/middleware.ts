@@ -3,7 +3,7 @@ import { toErrorResponse } from "@keymeter/shared/runtime";
 import type { FastifyInstance } from "fastify";
 import type { Decision } from "./decision";
 import type { Gateway } from "./gateway";
-import { MeteredExchange } from "./metered-exchange";
+import { checkMetered, MeteredExchange } from "./metered-exchange";
 
 /** What the gateway decided about an admitted request, for the handlers behind it. */
 const contexts = new WeakMap<IncomingMessage, Decision>();
@@ -24,25 +24,18 @@ export type ConnectMiddleware = (req: IncomingMessage, res: ServerResponse, next
  * closes (499 if the client left first).
  */
 export function gatewayMiddleware(gateway: Gateway): ConnectMiddleware {
-  return (req, res, next) => {
-    // Before the check: a client that leaves during it must be seen.
-    const exchange = new MeteredExchange(gateway, req, res);
-    gateway.check(req).then(
+  return (req, res, next) =>
+    checkMetered(
+      gateway,
+      req,
+      res,
       (decision) => {
-        exchange.decided(decision);
-        if (exchange.clientGone) return;
-        if (decision.error) {
-          gateway.refuse(res, decision);
-          return;
-        }
-        for (const [name, value] of decision.headers) res.setHeader(name, value);
         contexts.set(req, decision);
         decision.forwarded = true;
         next();
       },
-      (error: unknown) => next(error),
+      (error) => next(error),
     );
-  };
 }
 
 /**

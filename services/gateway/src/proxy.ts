@@ -6,7 +6,7 @@ import { rootCertificates } from "node:tls";
 import { AppError, type Logger, plainRequestId, toErrorResponse } from "@keymeter/shared/runtime";
 import type { Decision } from "./decision";
 import type { Gateway } from "./gateway";
-import { MeteredExchange } from "./metered-exchange";
+import { checkMetered, type MeteredExchange } from "./metered-exchange";
 
 export interface ProxyOptions {
   gateway: Gateway;
@@ -200,26 +200,18 @@ export function createGatewayProxy(options: ProxyOptions): Server {
     outgoing.end();
   };
 
-  const server = http.createServer((req, res) => {
-    // Before the check: a client that leaves during it must be seen.
-    const exchange = new MeteredExchange(gateway, req, res);
-    gateway.check(req).then(
-      (decision) => {
-        exchange.decided(decision);
-        if (exchange.clientGone) return;
-        if (decision.error) {
-          gateway.refuse(res, decision);
-          return;
-        }
-        for (const [name, value] of decision.headers) res.setHeader(name, value);
-        forward(req, res, decision, exchange);
-      },
-      (error: unknown) => {
+  const server = http.createServer((req, res) =>
+    checkMetered(
+      gateway,
+      req,
+      res,
+      (decision, exchange) => forward(req, res, decision, exchange),
+      (error) => {
         logger.error({ err: (error as Error).message }, "gateway check failed");
         res.destroy();
       },
-    );
-  });
+    ),
+  );
   server.on("upgrade", (req: IncomingMessage, socket: Duplex, head: Buffer) => {
     // Errors end in 'close', which is handled.
     socket.on("error", () => {});
