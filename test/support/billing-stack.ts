@@ -20,6 +20,7 @@ import {
 } from "@keymeter/shared/stores";
 import { services, uniqueName } from "./services";
 import { StripeFake, type StripeFakeOptions } from "./stripe-fake";
+import { insertUsage } from "./usage-inserts";
 
 const WORKER_MAIN = join(import.meta.dirname, "../../services/billing-worker/src/main.ts");
 
@@ -115,30 +116,16 @@ export class BillingStack {
   }
 
   async insertUsage(rows: readonly UsageRow[]): Promise<void> {
-    if (rows.length === 0) return;
-    await this.clickhouse.insert({
-      table: "usage_events",
-      format: "JSONEachRow",
-      values: rows.map((row, i) => ({
-        event_id: `ev_${row.at}_${i}_${Math.random().toString(36).slice(2)}`,
-        source: "test",
-        key_id: row.key ?? `key_${row.customer.replace(/[^A-Za-z0-9]/g, "")}00000000`,
-        customer_id: row.customer,
+    await insertUsage(
+      this.clickhouse,
+      rows.map((row) => ({
+        keyId: row.key ?? `key_${row.customer.replace(/[^A-Za-z0-9]/g, "")}00000000`,
+        customerId: row.customer,
         tier: row.tier,
-        event_time: toDateTime(row.at),
-        method: "GET",
-        route: "/v1/things/:id",
-        status: 200,
-        latency_ms: 1,
-        request_bytes: 0,
-        response_bytes: 0,
+        at: row.at,
         units: row.units,
-        kafka_topic: "test",
-        kafka_partition: 0,
-        kafka_offset: i,
-        ingested_at: toDateTime(Date.now()),
       })),
-    });
+    );
   }
 
   /** ClickHouse's truth from the raw table: units per tier of one customer in `period`. */
