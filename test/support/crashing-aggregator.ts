@@ -14,23 +14,13 @@
 import {
   Aggregator,
   aggregatorConfigSchema,
+  aggregatorOptions,
   ClickHouseUsageStore,
+  connectAggregatorStores,
   DedupWindow,
   type UsageStore,
 } from "@keymeter/aggregator";
-import { MIGRATIONS_DIR } from "@keymeter/clickhouse-schema";
-import { KeyAttributor } from "@keymeter/shared/api-keys";
 import { createLogger, createMetricsServer, listen, parseConfig, runService } from "@keymeter/shared/runtime";
-import {
-  clickHouseConnection,
-  createClickHouse,
-  createKafka,
-  createRedis,
-  ensureTopics,
-  redisKeys,
-  runMigrations,
-  topicNames,
-} from "@keymeter/shared/stores";
 
 const MOMENTS = ["before-insert", "after-insert", "after-mark"] as const;
 type Moment = (typeof MOMENTS)[number];
@@ -41,24 +31,14 @@ runService("crashing-aggregator", async () => {
   if (!MOMENTS.includes(at)) throw new Error(`KEYMETER_CRASH_AT must be one of ${MOMENTS.join(", ")}`);
   const crashOn = Number(process.env.KEYMETER_CRASH_ON_BATCH ?? 1);
   const logger = createLogger("aggregator", config.LOG_LEVEL);
-  const connection = clickHouseConnection(config);
-  await runMigrations(connection, { dir: MIGRATIONS_DIR, logger });
-  const clickhouse = createClickHouse(connection, {
-    requestTimeoutMs: Math.floor(config.AGGREGATOR_SESSION_TIMEOUT_MS / 2),
-  });
-  const kafka = createKafka(config.KAFKA_BROKERS, "keymeter-aggregator", logger);
-  const topics = topicNames(config.KAFKA_TOPIC_PREFIX);
-  const admin = kafka.admin();
-  await admin.connect();
-  await ensureTopics(admin, topics, { partitions: config.KAFKA_EVENT_PARTITIONS });
-  await admin.disconnect();
+  const stores = await connectAggregatorStores(config, logger);
 
   const crash = (partition: number, members: string[]): never => {
     process.stderr.write(`KEYMETER_CRASH ${JSON.stringify({ at, partition, members })}\n`);
     process.kill(process.pid, "SIGKILL");
     throw new Error("unreachable: SIGKILL did not end the process");
   };
-  const real = new ClickHouseUsageStore(clickhouse);
+  const real = new ClickHouseUsageStore(stores.clickhouse);
   let batches = 0;
   const store: UsageStore = {
     async insert(rows, queryId) {
@@ -77,20 +57,8 @@ runService("crashing-aggregator", async () => {
     },
   };
 
-  const redis = createRedis(config.REDIS_URL, { logger });
   const aggregator = new Aggregator({
-    kafka,
-    clickhouse,
-    redis,
-    topics,
-    groupId: config.AGGREGATOR_GROUP_ID,
-    logger,
-    dedupWindowSeconds: config.DEDUP_WINDOW_SECONDS,
-    dedupKeyPrefix: config.DEDUP_KEY_PREFIX,
-    concurrency: config.AGGREGATOR_CONCURRENCY,
-    fetchBytesPerPartition: config.AGGREGATOR_FETCH_BYTES_PER_PARTITION,
-    sessionTimeoutMs: config.AGGREGATOR_SESSION_TIMEOUT_MS,
-    attribution: new KeyAttributor({ redis, keys: redisKeys(config.REDIS_KEY_PREFIX) }),
+    ...aggregatorOptions(config, stores, logger),
     store,
     // Runs after the dedup marking and before the Kafka commit.
     afterInsert: (batch) => {

@@ -1,4 +1,5 @@
 export { type AfterInsertHook, Aggregator, type AggregatorOptions, type StoredBatch } from "./aggregator";
+export { type AggregatorStores, aggregatorOptions, connectAggregatorStores } from "./assemble";
 export { type AggregatorConfig, aggregatorConfigSchema } from "./config";
 export { DedupWindow } from "./dedup-window";
 export { AggregatorMetrics } from "./metrics";

@@ -1,5 +1,3 @@
-import { MIGRATIONS_DIR } from "@keymeter/clickhouse-schema";
-import { KeyAttributor } from "@keymeter/shared/api-keys";
 import {
   answersWithin,
   createLogger,
@@ -8,52 +6,20 @@ import {
   parseConfig,
   runService,
 } from "@keymeter/shared/runtime";
-import {
-  clickHouseConnection,
-  createClickHouse,
-  createKafka,
-  createRedis,
-  ensureTopics,
-  redisKeys,
-  runMigrations,
-  topicNames,
-} from "@keymeter/shared/stores";
 import { Aggregator } from "./aggregator";
+import { aggregatorOptions, connectAggregatorStores } from "./assemble";
 import { aggregatorConfigSchema } from "./config";
 import { createQuotaHook } from "./quota-hook-factory";
 
 runService("aggregator", async () => {
   const config = parseConfig(aggregatorConfigSchema);
   const logger = createLogger("aggregator", config.LOG_LEVEL);
-  const connection = clickHouseConnection(config);
-  await runMigrations(connection, { dir: MIGRATIONS_DIR, logger });
-  // Each ClickHouse call ends well inside the group's session timeout: between retries the
-  // aggregator heart-beats, so a slow ClickHouse cannot cost it its partitions unnoticed.
-  const clickhouse = createClickHouse(connection, {
-    requestTimeoutMs: Math.floor(config.AGGREGATOR_SESSION_TIMEOUT_MS / 2),
-  });
-  const redis = createRedis(config.REDIS_URL, { logger });
-  const kafka = createKafka(config.KAFKA_BROKERS, "keymeter-aggregator", logger);
-  const topics = topicNames(config.KAFKA_TOPIC_PREFIX);
-  const admin = kafka.admin();
-  await admin.connect();
-  await ensureTopics(admin, topics, { partitions: config.KAFKA_EVENT_PARTITIONS });
-  await admin.disconnect();
+  const stores = await connectAggregatorStores(config, logger);
+  const { clickhouse, redis, topics } = stores;
 
   const quota = config.QUOTA_CHECKS ? createQuotaHook(config, redis, logger) : undefined;
   const aggregator = new Aggregator({
-    kafka,
-    clickhouse,
-    redis,
-    topics,
-    groupId: config.AGGREGATOR_GROUP_ID,
-    logger,
-    dedupWindowSeconds: config.DEDUP_WINDOW_SECONDS,
-    dedupKeyPrefix: config.DEDUP_KEY_PREFIX,
-    concurrency: config.AGGREGATOR_CONCURRENCY,
-    fetchBytesPerPartition: config.AGGREGATOR_FETCH_BYTES_PER_PARTITION,
-    sessionTimeoutMs: config.AGGREGATOR_SESSION_TIMEOUT_MS,
-    attribution: new KeyAttributor({ redis, keys: redisKeys(config.REDIS_KEY_PREFIX) }),
+    ...aggregatorOptions(config, stores, logger),
     // A consumer kafkajs gave up on must not look healthy: exit, the supervisor restarts us.
     onFatal: () => process.exit(1),
     ...(quota ? { afterInsert: quota.hook.afterInsert } : {}),
