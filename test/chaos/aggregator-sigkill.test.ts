@@ -1,4 +1,4 @@
-import type { Aggregator } from "@keymeter/aggregator";
+import { type Aggregator, DedupWindow, dedupWindowKeyPrefix } from "@keymeter/aggregator";
 import { createIdempotentProducer } from "@keymeter/shared/stores";
 import type { UsageEventInput } from "@keymeter/shared/usage";
 import { afterEach, describe, expect, it } from "vitest";
@@ -27,13 +27,18 @@ async function produce(pipeline: TestPipeline, messages: Array<{ key: string; va
 
 const encode = (event: UsageEventInput) => ({ key: event.subject, value: JSON.stringify(event) });
 
-/** How many of `members` (source\nid) the dedup window (Redis, every bucket) holds. */
-async function markedOf(pipeline: TestPipeline, members: string[]): Promise<number> {
-  const marked = new Set<string>();
-  for (const key of await pipeline.redis.keys(`${pipeline.dedupKeyPrefix}*`)) {
-    for (const member of await pipeline.redis.smembers(key)) marked.add(member);
+/** How many of `members` (source\nid) of `partition` the dedup window hands over to a new owner (Redis). */
+async function markedOf(pipeline: TestPipeline, partition: number, members: string[]): Promise<number> {
+  const window = new DedupWindow(pipeline.redis, {
+    windowSeconds: 600,
+    keyPrefix: dedupWindowKeyPrefix(pipeline.dedupKeyPrefix, pipeline.topics.events),
+  });
+  let marked = 0;
+  for (const member of members) {
+    const [source = "", id = ""] = member.split("\n");
+    if (await window.has(partition, source, id)) marked++;
   }
-  return members.filter((member) => marked.has(member)).length;
+  return marked;
 }
 
 /** How many of `members` (source\nid) are in usage_events. */
@@ -97,7 +102,7 @@ async function crashAndRecover(at: CrashMoment) {
   // Where the crashed batch stands: in ClickHouse? marked in the dedup window? committed?
   const atCrash = {
     stored: await storedOf(pipeline, report.members),
-    marked: await markedOf(pipeline, report.members),
+    marked: await markedOf(pipeline, report.partition, report.members),
     committed: await committedOffset(pipeline, report.partition),
   };
 

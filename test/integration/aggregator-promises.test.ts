@@ -40,7 +40,7 @@ describe("aggregator while ClickHouse refuses inserts", () => {
     const attempts: Array<{ at: number; paused: number }> = [];
     const store: UsageStore = {
       async insert(rows, queryId) {
-        if (rows.length === 0) return;
+        if (rows.count === 0) return;
         attempts.push({ at: Date.now(), paused: await value(metrics.paused) });
         if (attempts.length <= 5) throw new Error("ClickHouse refused the insert (test)");
         await real.insert(rows, queryId);

@@ -1,4 +1,4 @@
-import { ClickHouseUsageStore, INSERT_USAGE_EVENTS, lastStoredOffsetsQuery, usageRowJson } from "@keymeter/aggregator";
+import { ClickHouseUsageStore, lastStoredOffsetsQuery, USAGE_EVENT_COLUMNS, UsageRows } from "@keymeter/aggregator";
 import { MIGRATIONS_DIR } from "@keymeter/clickhouse-schema";
 import {
   ClickHouseKeyMirror,
@@ -117,7 +117,7 @@ describe("the same SQL on a current ClickHouse (chdb-core in process)", () => {
       const store = new ClickHouseUsageStore(client);
       for (const [index, batch] of BATCHES.entries()) {
         await store.insert(batch, `${db18}-batch-${index}`);
-        await engine.insertLines(INSERT_USAGE_EVENTS, batch);
+        await engine.insertRowBinary("usage_events", USAGE_EVENT_COLUMNS, batch.bytes());
       }
       await new ClickHouseKeyMirror(client).upsert(KEYS);
       await engine.insert(KEY_MIRROR_TABLE, KEYS.map(keyMirrorRow));
@@ -306,9 +306,14 @@ function event(subject: string, time: string, status: number, latency: number, u
   return parsed.event;
 }
 
-const INGESTED_AT = "2026-11-29 00:00:00";
-const row = (e: UsageEvent, partition: number, offset: number) =>
-  usageRowJson(e, { topic: TOPIC, partition, offset: String(offset) }, INGESTED_AT);
+const INGESTED_AT = Date.parse("2026-11-29T00:00:00Z") / 1000;
+type Row = [event: UsageEvent, partition: number, offset: number];
+const row = (e: UsageEvent, partition: number, offset: number): Row => [e, partition, offset];
+const rowBinary = (rows: Row[]) => {
+  const out = new UsageRows();
+  for (const [e, partition, offset] of rows) out.append(e, { topic: TOPIC, partition, offset }, INGESTED_AT);
+  return out;
+};
 
 /** Two batches, as the aggregator inserts them: across a month end, two partitions, 2xx/4xx/5xx. */
 /** Two readings of one customer's pro total (the later wins) and a close. */
@@ -330,18 +335,18 @@ const AUDIT_ROWS: BillingAuditRow[] = [10, 20, 30].map((minute, i) => ({
   error: "",
 }));
 
-const BATCHES: string[][] = [
-  [
+const BATCHES: UsageRows[] = [
+  rowBinary([
     row(event(KEY_A, "2026-10-31T23:30:00Z", 200, 5), 0, 0),
     row(event(KEY_A, "2026-11-01T00:10:00Z", 201, 12.5, 3), 0, 1),
     row(event(KEY_A, "2026-11-01T00:20:00Z", 429, 0.25, 0), 0, 2),
     row(event(KEY_B, "2026-11-02T13:45:00Z", 200, 7), 0, 3),
-  ],
-  [
+  ]),
+  rowBinary([
     row(event(KEY_B, "2026-11-02T13:50:00Z", 500, 30), 1, 0),
     row(event(KEY_C, "2026-11-03T08:00:00Z", 404, 1.5, 0), 1, 1),
     row(event(KEY_C, "2026-11-03T08:00:30Z", 200, 2), 1, 2),
     row(event(KEY_A, "2026-11-28T23:59:59Z", 503, 4), 0, 4),
     row(event(KEY_A, "2026-11-28T23:59:59Z", 200, 4), 0, 5),
-  ],
+  ]),
 ];

@@ -1,7 +1,8 @@
 import { type ChildProcessWithoutNullStreams, execFile, spawn } from "node:child_process";
 import { createHash } from "node:crypto";
 import { existsSync } from "node:fs";
-import { readFile, rm, writeFile } from "node:fs/promises";
+import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
 import { promisify } from "node:util";
@@ -145,6 +146,25 @@ export class ChdbEngine implements MigrationTarget {
   /** An INSERT statement followed by its JSONEachRow lines, as one request body carries them. */
   async insertLines(statement: string, lines: readonly string[]): Promise<void> {
     await this.query(`${statement}\n${lines.join("\n")}`);
+  }
+
+  /**
+   * Rows in RowBinary, as the aggregator sends them after `INSERT ... FORMAT RowBinary`: read
+   * from a file (the runner's requests are text), with the columns and types the rows follow.
+   */
+  async insertRowBinary(table: string, columns: ReadonlyArray<readonly [string, string]>, rows: Buffer): Promise<void> {
+    const dir = await mkdtemp(join(tmpdir(), "chdb-rows-"));
+    const file = join(dir, "rows.bin");
+    try {
+      await writeFile(file, rows);
+      const names = columns.map(([name]) => name).join(", ");
+      const structure = columns.map(([name, type]) => `${name} ${type}`).join(", ");
+      await this.query(
+        `INSERT INTO ${table} (${names}) SELECT * FROM file('${file}', 'RowBinary', '${structure.replaceAll("'", "\\'")}')`,
+      );
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
   }
 
   async close(): Promise<void> {

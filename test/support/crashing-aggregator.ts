@@ -18,6 +18,7 @@ import {
   ClickHouseUsageStore,
   connectAggregatorStores,
   DedupWindow,
+  readUsageRows,
   type UsageStore,
 } from "@keymeter/aggregator";
 import { createLogger, createMetricsServer, listen, parseConfig, runService } from "@keymeter/shared/runtime";
@@ -42,15 +43,12 @@ runService("crashing-aggregator", async () => {
   let batches = 0;
   const store: UsageStore = {
     async insert(rows, queryId) {
-      if (rows.length === 0) return;
+      if (rows.count === 0) return;
       const batch = ++batches;
       // The query id ends with -<partition>-<first offset>-<last offset>.
       const partition = Number(/-(\d+)-\d+-\d+$/.exec(queryId)?.[1] ?? -1);
       const members = () =>
-        rows.map((row) => {
-          const { source, event_id } = JSON.parse(row) as { source: string; event_id: string };
-          return DedupWindow.member(source, event_id);
-        });
+        readUsageRows(rows.bytes()).map((row) => DedupWindow.member(String(row.source), String(row.event_id)));
       if (batch === crashOn && at === "before-insert") crash(partition, members());
       await real.insert(rows, queryId);
       if (batch === crashOn && at === "after-insert") crash(partition, members());

@@ -1,18 +1,13 @@
 import { type KeyAttributor, redactSecrets } from "@keymeter/shared/api-keys";
 import { type Logger, RateLimitedLog } from "@keymeter/shared/runtime";
-import {
-  type ClickHouseClient,
-  createIdempotentProducer,
-  type Redis,
-  type Topics,
-  toDateTime,
-} from "@keymeter/shared/stores";
+import { type ClickHouseClient, createIdempotentProducer, type Redis, type Topics } from "@keymeter/shared/stores";
 import { attributeEvents, parseUsageEventBytes, type UsageEvent, unpackEvents } from "@keymeter/shared/usage";
 import type { Consumer, EachBatchPayload, Kafka, Producer } from "kafkajs";
-import { DedupWindow } from "./dedup-window";
+import { DedupWindow, dedupWindowKeyPrefix } from "./dedup-window";
+import { FingerprintList, FingerprintSet } from "./fingerprints";
 import { AggregatorMetrics } from "./metrics";
 import { OffsetStore } from "./offset-store";
-import { usageRowJson } from "./usage-rows";
+import { UsageRows } from "./usage-rows";
 import { ClickHouseUsageStore, type UsageStore } from "./usage-store";
 
 export interface AggregatorOptions {
@@ -92,7 +87,7 @@ export class Aggregator {
   private readonly offsets: OffsetStore;
   private readonly dedup: DedupWindow;
   /** Last offset stored in ClickHouse, per partition; emptied by every rebalance. */
-  private readonly stored = new Map<number, bigint>();
+  private readonly stored = new Map<number, number>();
   private readonly warnings: RateLimitedLog;
   /** When the consumer last heard from Kafka (a fetch, a heartbeat, a join). */
   private lastKafkaContact = Date.now();
@@ -115,11 +110,12 @@ export class Aggregator {
     this.offsets = new OffsetStore(options.clickhouse);
     this.dedup = new DedupWindow(options.redis, {
       windowSeconds: options.dedupWindowSeconds,
-      keyPrefix: `${options.dedupKeyPrefix}${options.topics.events}:`,
+      keyPrefix: dedupWindowKeyPrefix(options.dedupKeyPrefix, options.topics.events),
     });
     // A new assignment may include partitions another instance wrote to since we last looked.
     this.consumer.on(this.consumer.events.GROUP_JOIN, (event) => {
       this.stored.clear();
+      this.dedup.forgetAll();
       options.logger.info({ assignment: event.payload.memberAssignment }, "partitions assigned");
     });
     this.warnings = new RateLimitedLog(options.logger);
@@ -161,12 +157,12 @@ export class Aggregator {
   }
 
   /** The last offset of `partition` stored in ClickHouse; `reload` asks ClickHouse again. */
-  private async lastStored(partition: number, reload = false): Promise<bigint> {
+  private async lastStored(partition: number, reload = false): Promise<number> {
     if (reload || !this.stored.has(partition)) {
       const offsets = await this.offsets.lastStoredOffsets(this.options.topics.events);
-      this.stored.set(partition, offsets.get(partition) ?? -1n);
+      this.stored.set(partition, Number(offsets.get(partition) ?? -1n));
     }
-    return this.stored.get(partition) ?? -1n;
+    return this.stored.get(partition) ?? -1;
   }
 
   private async handleBatch(payload: EachBatchPayload): Promise<void> {
@@ -186,17 +182,22 @@ export class Aggregator {
     const { topic, partition } = batch;
 
     const alreadyStored = await this.withRetry(payload, "read stored offsets", () => this.lastStored(partition));
-    const ingestedAt = toDateTime(Date.now());
+    await this.withRetry(payload, "load the dedup window", () => this.dedup.load(partition));
     let accepted: UsageEvent[] = [];
-    const rowOffsets: string[] = [];
-    const members: string[] = [];
-    const storedMembers: string[] = [];
+    const offsets: number[] = [];
+    // Fingerprints of the events to store, and of events found already stored (re-marked:
+    // a crash may have come between their INSERT and their marking).
+    const prints = new FingerprintList(batch.messages.length);
+    const storedPrints = new FingerprintList(1);
+    const inBatch = new FingerprintSet(batch.messages.length);
     const invalid: InvalidEvent[] = [];
-    const inBatch = new Set<string>();
     let skipped = 0;
+    let duplicates = 0;
 
     for (const message of batch.messages) {
-      const isStored = BigInt(message.offset) <= alreadyStored;
+      // Kafka offsets stay far below 2^53: plain numbers are exact.
+      const offset = Number(message.offset);
+      const isStored = offset <= alreadyStored;
       if (isStored) skipped++;
       // A message holds one event, or several of one partition as NDJSON lines (packEvents).
       const lines = unpackEvents(message.value);
@@ -209,23 +210,23 @@ export class Aggregator {
         }
         const member = DedupWindow.member(parsed.event.source, parsed.event.id);
         if (isStored) {
-          // Counted before a crash or rebalance; mark it in case that happened before the
-          // marking, and drop a later copy of it in this same batch.
-          storedMembers.push(member);
-          inBatch.add(member);
+          const index = storedPrints.push(member);
+          inBatch.add(storedPrints, index);
           continue;
         }
-        if (inBatch.has(member)) {
-          this.metrics.duplicates.inc();
+        const index = prints.push(member);
+        // A later copy in this batch, or a retry of an event stored within the window.
+        if (!inBatch.add(prints, index) || this.dedup.seen(partition, prints, index)) {
+          prints.count--;
+          duplicates++;
           continue;
         }
-        inBatch.add(member);
-        members.push(member);
         accepted.push(parsed.event);
-        rowOffsets.push(message.offset);
+        offsets.push(offset);
       }
     }
     this.metrics.skipped.inc(skipped);
+    this.metrics.duplicates.inc(duplicates);
 
     if (invalid.length > 0) await this.sendToDeadLetter(topic, partition, invalid);
 
@@ -237,44 +238,40 @@ export class Aggregator {
       accepted = result.events;
       if (result.unknownSubjects.size > 0) this.reportUnknown(partition, accepted, result.unknownSubjects);
     }
-    const rows = accepted.map((event, i) =>
-      usageRowJson(event, { topic, partition, offset: rowOffsets[i] ?? "0" }, ingestedAt),
-    );
-    // Kept only for the after-insert hook: no cost on the hot path without one.
-    const events: UsageEvent[] | undefined = this.options.afterInsert ? accepted : undefined;
+    const ingestedAt = Math.floor(Date.now() / 1000);
+    const rows = new UsageRows();
+    const position = { topic, partition, offset: 0 };
+    for (let i = 0; i < accepted.length; i++) {
+      position.offset = offsets[i] ?? 0;
+      rows.append(accepted[i] as UsageEvent, position, ingestedAt);
+    }
 
-    const duplicates = await this.withRetry(payload, "check the dedup window", () => this.dedup.seen(members));
-    const keep = (_: string, i: number) => !duplicates.has(members[i] ?? "");
-    const fresh = duplicates.size === 0 ? rows : rows.filter(keep);
-    const freshOffsets = duplicates.size === 0 ? rowOffsets : rowOffsets.filter(keep);
-    let freshEvents = events && duplicates.size > 0 ? events.filter((_, i) => keep("", i)) : events;
-    this.metrics.duplicates.inc(rows.length - fresh.length);
-
-    let pending = fresh;
-    let pendingOffsets = freshOffsets;
+    let pending = rows;
     let attempt = 0;
     await this.withRetry(payload, "insert into ClickHouse", async () => {
       if (attempt++ > 0) {
         // A failed insert may still have been applied (a timeout, a server that finished
         // after the client gave up): ask ClickHouse what it holds and send only the rest.
-        const stored = await this.lastStored(partition, true);
-        const keepUnstored = (_: string, i: number) => BigInt(pendingOffsets[i] ?? "0") > stored;
-        pending = pending.filter(keepUnstored);
-        freshEvents = freshEvents?.filter((_, i) => keepUnstored("", i));
-        pendingOffsets = pendingOffsets.filter(keepUnstored);
+        pending = rows.after(await this.lastStored(partition, true));
       }
       const timer = this.metrics.insertSeconds.startTimer();
       // One query id per batch: ClickHouse refuses a retry while the first attempt still runs.
       await this.store.insert(pending, `${topic}-${partition}-${batch.firstOffset()}-${batch.lastOffset()}`);
       timer();
     });
-    this.metrics.inserted.inc(pending.length);
-    const lastInserted = pendingOffsets.at(-1);
-    if (lastInserted !== undefined) this.stored.set(partition, BigInt(lastInserted));
+    this.metrics.inserted.inc(pending.count);
+    const lastInserted = pending.lastOffset;
+    if (lastInserted !== undefined) this.stored.set(partition, lastInserted);
 
-    const toMark = [...storedMembers, ...members.filter((m) => !duplicates.has(m))];
-    await this.withRetry(payload, "mark ids in the dedup window", () => this.dedup.mark(toMark));
-    if (freshEvents && freshEvents.length > 0) await this.runAfterInsert({ topic, partition, events: freshEvents });
+    await this.withRetry(payload, "mark ids in the dedup window", async () => {
+      await this.dedup.mark(partition, storedPrints);
+      await this.dedup.mark(partition, prints);
+    });
+    if (this.options.afterInsert && pending.count > 0) {
+      // What this batch added: after a partly applied insert, only the rows sent last.
+      const from = pending.count === rows.count ? 0 : accepted.length - pending.count;
+      await this.runAfterInsert({ topic, partition, events: from === 0 ? accepted : accepted.slice(from) });
+    }
   }
 
   /** Events of keys the registry does not know: stored as they came, counted and logged (not per event). */

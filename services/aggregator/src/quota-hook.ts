@@ -10,6 +10,7 @@ import {
   type UsageCounters,
 } from "@keymeter/shared/billing";
 import type { QuotaCheckQueue } from "@keymeter/shared/jobs";
+import { eventTimeMs } from "@keymeter/shared/usage";
 import type { StoredBatch } from "./aggregator";
 
 export interface QuotaHookOptions {
@@ -57,7 +58,7 @@ export class QuotaHook {
       if (event.data.units === 0) continue;
       const subject = subjects.get(event.subject);
       if (!subject) continue;
-      const at = Date.parse(event.time);
+      const at = eventTimeMs(event.time);
       let period = lastPeriod.get(subject.timeZone);
       if (!period || at < period.start || at >= period.end) {
         period = periodOf(at, subject.timeZone);

@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { generateSecret } from "../api-keys/key-format";
-import { parseUsageEvent, parseUsageEventBytes, usageEventSchema } from "./usage-event";
+import { eventTimeMs, parseUsageEvent, parseUsageEventBytes, usageEventSchema } from "./usage-event";
 
 const valid = {
   specversion: "1.0",
@@ -84,6 +84,42 @@ describe("calendar-invalid times", () => {
     for (const time of ["2024-02-29T23:59:59Z", "2025-12-31T23:59:59.999+14:00", "2026-01-31T00:00:00-12:00"]) {
       expect(parseUsageEvent({ ...valid, time }).ok, time).toBe(true);
     }
+  });
+});
+
+describe("eventTimeMs", () => {
+  const RFC3339 = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:\d{2})$/;
+  /** The reference: RFC 3339 by regex, Date.parse, and fields that survive the round trip (no roll-over). */
+  const reference = (time: string): number => {
+    if (!RFC3339.test(time)) return Number.NaN;
+    const ms = Date.parse(time);
+    if (Number.isNaN(ms)) return Number.NaN;
+    const zulu = time.endsWith("Z");
+    const offsetHours = zulu ? 0 : Number(time.slice(-5, -3));
+    const offsetMinutes = zulu ? 0 : Number(time.slice(-2));
+    if (offsetHours > 23 || offsetMinutes > 59) return Number.NaN;
+    const offset = (time.at(-6) === "-" ? -1 : 1) * (offsetHours * 60 + offsetMinutes);
+    const local = new Date(ms + offset * 60_000).toISOString();
+    return local.slice(0, 19) === time.slice(0, 19) ? ms : Number.NaN;
+  };
+
+  it("reads every time as Date.parse does, and refuses what is not RFC 3339 or not a real instant", () => {
+    const times: string[] = [];
+    const pick = <T>(items: readonly T[]) => items[Math.floor(Math.random() * items.length)] as T;
+    const two = () => pick(["00", "01", "09", "12", "23", "24", "28", "29", "30", "31", "59", "60", "99", "1x"]);
+    for (let i = 0; i < 40_000; i++) {
+      const fraction = pick(["", ".5", ".12", ".123", ".1234", ".123456789", ".1234567890", ".", ".x"]);
+      const zone = pick(["Z", "z", "+00:00", "-00:00", "+05:30", "-12:00", "+14:00", "+24:00", "+01:60", "+0100", ""]);
+      const year = pick(["1999", "2000", "2024", "2025", "2026", "2100", "0050", "20a6"]);
+      const sep = pick(["T", "T", "T", " ", "t"]);
+      times.push(`${year}-${two()}-${two()}${sep}${two()}:${two()}:${two()}${fraction}${zone}`);
+    }
+    for (const time of times) {
+      const expected = reference(time);
+      if (Number.isNaN(expected)) expect(eventTimeMs(time), time).toBeNaN();
+      else expect(eventTimeMs(time), time).toBe(expected);
+    }
+    expect(times.filter((time) => !Number.isNaN(reference(time))).length).toBeGreaterThan(100);
   });
 });
 
