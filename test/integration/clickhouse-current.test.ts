@@ -311,7 +311,9 @@ type Row = [event: UsageEvent, partition: number, offset: number];
 const row = (e: UsageEvent, partition: number, offset: number): Row => [e, partition, offset];
 const rowBinary = (rows: Row[]) => {
   const out = new UsageRows();
-  for (const [e, partition, offset] of rows) out.append(e, { topic: TOPIC, partition, offset }, INGESTED_AT);
+  for (const [e, partition, offset] of rows) {
+    out.append(e, Date.parse(e.time), { topic: TOPIC, partition, offset }, INGESTED_AT);
+  }
   return out;
 };
 

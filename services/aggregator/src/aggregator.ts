@@ -184,12 +184,17 @@ export class Aggregator {
     const alreadyStored = await this.withRetry(payload, "read stored offsets", () => this.lastStored(partition));
     await this.withRetry(payload, "load the dedup window", () => this.dedup.load(partition));
     let accepted: UsageEvent[] = [];
+    const times: number[] = [];
     const offsets: number[] = [];
+    // Sized from the fetched bytes (events are ~300 bytes of JSON), so nothing grows on the way.
+    let bytes = 0;
+    for (const message of batch.messages) bytes += message.value?.length ?? 0;
+    const expected = Math.ceil(bytes / 256);
     // Fingerprints of the events to store, and of events found already stored (re-marked:
     // a crash may have come between their INSERT and their marking).
-    const prints = new FingerprintList(batch.messages.length);
+    const prints = new FingerprintList(expected);
     const storedPrints = new FingerprintList(1);
-    const inBatch = new FingerprintSet(batch.messages.length);
+    const inBatch = new FingerprintSet(expected);
     const invalid: InvalidEvent[] = [];
     let skipped = 0;
     let duplicates = 0;
@@ -222,6 +227,7 @@ export class Aggregator {
           continue;
         }
         accepted.push(parsed.event);
+        times.push(parsed.timeMs);
         offsets.push(offset);
       }
     }
@@ -239,11 +245,12 @@ export class Aggregator {
       if (result.unknownSubjects.size > 0) this.reportUnknown(partition, accepted, result.unknownSubjects);
     }
     const ingestedAt = Math.floor(Date.now() / 1000);
-    const rows = new UsageRows();
+    // RowBinary rows are about half the size of the events' JSON.
+    const rows = new UsageRows(bytes);
     const position = { topic, partition, offset: 0 };
     for (let i = 0; i < accepted.length; i++) {
       position.offset = offsets[i] ?? 0;
-      rows.append(accepted[i] as UsageEvent, position, ingestedAt);
+      rows.append(accepted[i] as UsageEvent, times[i] ?? 0, position, ingestedAt);
     }
 
     let pending = rows;

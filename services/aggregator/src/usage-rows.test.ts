@@ -29,26 +29,20 @@ describe("UsageRows", () => {
   it("writes RowBinary rows that read back as the events, any text and number", () => {
     const rows = new UsageRows();
     const long = `/v1/${"é".repeat(60)}/${"x".repeat(150)}/:id`;
-    rows.append(
-      event({ id: 'id with "quotes" and \\ backslash', source: "gw\n1" }, { route: "/v1/é/:id" }),
-      { topic: "usage.events", partition: 3, offset: 42 },
-      1_764_547_201,
+    const first = event({ id: 'id with "quotes" and \\ backslash', source: "gw\n1" }, { route: "/v1/é/:id" });
+    rows.append(first, Date.parse(first.time), { topic: "usage.events", partition: 3, offset: 42 }, 1_764_547_201);
+    const second = event(
+      { time: "2026-11-01T01:30:00+02:00" },
+      {
+        route: long,
+        request_bytes: 2 ** 40 + 3,
+        response_bytes: 0,
+        units: 1_000_000_000,
+        status: 599,
+        latency_ms: 3_600_000,
+      },
     );
-    rows.append(
-      event(
-        { time: "2026-11-01T01:30:00+02:00" },
-        {
-          route: long,
-          request_bytes: 2 ** 40 + 3,
-          response_bytes: 0,
-          units: 1_000_000_000,
-          status: 599,
-          latency_ms: 3_600_000,
-        },
-      ),
-      { topic: "t", partition: 4_000_000_000, offset: 2 ** 52 },
-      0,
-    );
+    rows.append(second, Date.parse(second.time), { topic: "t", partition: 4_000_000_000, offset: 2 ** 52 }, 0);
     expect(rows.count).toBe(2);
     expect(rows.lastOffset).toBe(2 ** 52);
     expect(readUsageRows(rows.bytes())).toEqual([
@@ -88,7 +82,8 @@ describe("UsageRows", () => {
   it("keeps only the rows after an offset, for a retry after a partly applied insert", () => {
     const rows = new UsageRows();
     for (const offset of [5, 5, 6, 7, 7]) {
-      rows.append(event({ id: `evt-${offset}-${rows.count}` }), { topic: "t", partition: 0, offset }, 1);
+      const e = event({ id: `evt-${offset}-${rows.count}` });
+      rows.append(e, Date.parse(e.time), { topic: "t", partition: 0, offset }, 1);
     }
     const rest = rows.after(5);
     expect(rest.count).toBe(3);

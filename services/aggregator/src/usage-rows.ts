@@ -1,4 +1,4 @@
-import { eventTimeMs, type UsageEvent } from "@keymeter/shared/usage";
+import type { UsageEvent } from "@keymeter/shared/usage";
 
 export interface KafkaPosition {
   topic: string;
@@ -34,11 +34,6 @@ export const USAGE_EVENT_COLUMNS = [
 /** The statement each batch is sent with; the rows follow as RowBinary. */
 export const INSERT_USAGE_EVENTS = `INSERT INTO usage_events (${USAGE_EVENT_COLUMNS.map(([name]) => name).join(", ")}) FORMAT RowBinary`;
 
-/** Seconds since the epoch of an event time (DateTime keeps whole seconds, to run on ClickHouse 18.16). */
-export const eventSeconds = (time: string) => Math.floor(eventTimeMs(time) / 1000);
-
-const INITIAL_BYTES = 256 * 1024;
-
 /**
  * `usage_events` rows in ClickHouse's RowBinary format, written straight into one growing
  * buffer: no row objects, no JSON text, nothing for the GC per event, and for ClickHouse the
@@ -46,11 +41,16 @@ const INITIAL_BYTES = 256 * 1024;
  * ClickHouse does not hold yet.
  */
 export class UsageRows {
-  private buffer = Buffer.allocUnsafe(INITIAL_BYTES);
+  private buffer: Buffer;
   private length = 0;
   /** Where each row starts, and the Kafka offset it came from. */
   private readonly starts: number[] = [];
   private readonly offsets: number[] = [];
+
+  /** `capacity`: the bytes to start with (a batch's rows take fewer bytes than its events' JSON). */
+  constructor(capacity = 64 * 1024) {
+    this.buffer = Buffer.allocUnsafe(Math.max(1024, capacity));
+  }
 
   get count(): number {
     return this.starts.length;
@@ -66,7 +66,11 @@ export class UsageRows {
     return this.buffer.subarray(0, this.length);
   }
 
-  append(event: UsageEvent, position: KafkaPosition, ingestedAtSeconds: number): void {
+  /**
+   * Appends the row of `event`, read at `position`, whose time is `timeMs` (as parsed, see
+   * ParseResult). DateTime columns keep whole seconds, to run on ClickHouse 18.16.
+   */
+  append(event: UsageEvent, timeMs: number, position: KafkaPosition, ingestedAtSeconds: number): void {
     const d = event.data;
     this.starts.push(this.length);
     this.offsets.push(position.offset);
@@ -75,7 +79,7 @@ export class UsageRows {
     this.string(event.subject);
     this.string(d.customer_id);
     this.string(d.tier);
-    this.uint32(eventSeconds(event.time));
+    this.uint32(Math.floor(timeMs / 1000));
     this.string(d.method);
     this.string(d.route);
     this.reserve(2 + 4);
@@ -93,7 +97,7 @@ export class UsageRows {
 
   /** The rows whose Kafka offset is above `offset` (a retry after a partly applied insert). */
   after(offset: number): UsageRows {
-    const rest = new UsageRows();
+    const rest = new UsageRows(this.length);
     for (let i = 0; i < this.count; i++) {
       if ((this.offsets[i] ?? -1) <= offset) continue;
       const start = this.starts[i] ?? 0;
@@ -116,14 +120,26 @@ export class UsageRows {
 
   /** A String: its UTF-8 length as a LEB128 varint, then the bytes. */
   private string(value: string): void {
-    // Most strings are short: at most 3 bytes per UTF-16 unit, so under 43 units the length
-    // fits one varint byte and the text can be written right after it without measuring first.
-    if (value.length < 43) {
-      this.reserve(1 + value.length * 3);
-      const written = this.buffer.write(value, this.length + 1, "utf8");
-      this.buffer[this.length] = written;
-      this.length += 1 + written;
-      return;
+    const n = value.length;
+    // Short ASCII text (nearly every field) is copied by hand: cheaper than a call into
+    // Buffer.write for a few dozen bytes. Anything else is measured and written by Buffer.
+    if (n < 128) {
+      this.reserve(1 + n);
+      const buffer = this.buffer;
+      let at = this.length + 1;
+      for (let i = 0; i < n; i++) {
+        const code = value.charCodeAt(i);
+        if (code >= 0x80) {
+          at = -1;
+          break;
+        }
+        buffer[at++] = code;
+      }
+      if (at !== -1) {
+        buffer[this.length] = n;
+        this.length = at;
+        return;
+      }
     }
     const bytes = Buffer.byteLength(value, "utf8");
     this.reserve(5 + bytes);

@@ -136,21 +136,24 @@ export const usageEventSchema = z.object({
 export type UsageEvent = z.infer<typeof usageEventSchema>;
 export type UsageEventInput = z.input<typeof usageEventSchema>;
 
-export type ParseResult = { ok: true; event: UsageEvent } | { ok: false; error: string };
+/** A valid event comes with its time in milliseconds (read once: the aggregator needs it per row). */
+export type ParseResult = { ok: true; event: UsageEvent; timeMs: number } | { ok: false; error: string };
 
 /** Validates one event; on failure the error names the field, e.g. `data.status: expected number`. */
 export function parseUsageEvent(input: unknown): ParseResult {
   const fast = acceptWellFormed(input);
-  if (fast) return { ok: true, event: fast };
+  if (fast) return fast;
   const result = usageEventSchema.safeParse(input);
-  if (result.success) return { ok: true, event: result.data };
+  if (result.success) return { ok: true, event: result.data, timeMs: eventTimeMs(result.data.time) };
   return { ok: false, error: describeIssues(result.error) };
 }
 
 /** Parses raw bytes (a Kafka message value, an HTTP body) into a usage event. */
 export function parseUsageEventBytes(bytes: Buffer | string | null): ParseResult {
   if (bytes === null) return { ok: false, error: "message has no value" };
-  const size = typeof bytes === "string" ? Buffer.byteLength(bytes) : bytes.length;
+  // A string of n UTF-16 units has at most 3n UTF-8 bytes: most events need no counting.
+  const size =
+    typeof bytes !== "string" ? bytes.length : bytes.length * 3 <= MAX_EVENT_BYTES ? 0 : Buffer.byteLength(bytes);
   if (size > MAX_EVENT_BYTES)
     return { ok: false, error: `event is ${size} bytes, over the ${MAX_EVENT_BYTES}-byte limit` };
   let json: unknown;
@@ -173,16 +176,16 @@ const isCount = (v: unknown, max = Number.MAX_SAFE_INTEGER): v is number =>
  * five times faster than zod. It only ever accepts: anything it does not accept goes
  * through zod, which decides and names the problem (a unit test holds the two together).
  */
-function acceptWellFormed(input: unknown): UsageEvent | undefined {
+function acceptWellFormed(input: unknown): (ParseResult & { ok: true }) | undefined {
   if (!isObject(input) || input.specversion !== "1.0" || input.type !== USAGE_EVENT_TYPE) return undefined;
   const { id, source, subject, time, datacontenttype, data } = input;
   if (!isString(id, 1, 128) || !isString(source, 1, 256) || typeof subject !== "string" || !isEventSubject(subject)) {
     return undefined;
   }
   if (containsSecret(id) || containsSecret(source)) return undefined;
-  if (typeof time !== "string" || !plausibleTime(eventTimeMs(time))) {
-    return undefined;
-  }
+  if (typeof time !== "string") return undefined;
+  const timeMs = eventTimeMs(time);
+  if (!plausibleTime(timeMs)) return undefined;
   if (datacontenttype !== undefined && datacontenttype !== "application/json") return undefined;
   if (!isObject(data)) return undefined;
   const { method, route, status, latency_ms, request_bytes = 0, response_bytes = 0, units = 1 } = data;
@@ -194,14 +197,13 @@ function acceptWellFormed(input: unknown): UsageEvent | undefined {
   if (!isCount(request_bytes) || !isCount(response_bytes) || !isCount(units, 1_000_000_000)) return undefined;
   if (!isString(customer_id, 0, 128) || !isString(tier, 0, 64)) return undefined;
   if (containsSecret(customer_id) || containsSecret(tier)) return undefined;
-  return {
+  const event: UsageEvent = {
     specversion: "1.0",
     id,
     source,
     type: USAGE_EVENT_TYPE,
     subject,
     time,
-    ...(datacontenttype === undefined ? {} : { datacontenttype }),
     data: {
       method,
       route,
@@ -214,4 +216,7 @@ function acceptWellFormed(input: unknown): UsageEvent | undefined {
       tier,
     },
   };
+  // Assigned, not spread in: an object literal with a spread is built on V8's slow path.
+  if (datacontenttype !== undefined) event.datacontenttype = datacontenttype;
+  return { ok: true, event, timeMs };
 }
