@@ -64,6 +64,24 @@ interface InvalidEvent {
   reason: string;
 }
 
+/** A batch's events after validation and dedup, in order, with what each needs for its row. */
+interface ReadBatch {
+  accepted: UsageEvent[];
+  /** Event time in milliseconds, per accepted event. */
+  times: number[];
+  /** Kafka offset of its message, per accepted event. */
+  offsets: number[];
+  /** Fingerprints of the accepted events, to mark once stored. */
+  prints: FingerprintList;
+  /** Fingerprints of events found already stored, to mark again. */
+  storedPrints: FingerprintList;
+  invalid: InvalidEvent[];
+  skippedMessages: number;
+  duplicates: number;
+  /** Bytes of the fetched message values. */
+  bytes: number;
+}
+
 /** A batch abandoned because the consumer is stopping: the partition's next owner takes it up. */
 class PartitionRevoked extends Error {}
 
@@ -183,56 +201,11 @@ export class Aggregator {
 
     const alreadyStored = await this.withRetry(payload, "read stored offsets", () => this.lastStored(partition));
     await this.withRetry(payload, "load the dedup window", () => this.dedup.load(partition));
-    let accepted: UsageEvent[] = [];
-    const times: number[] = [];
-    const offsets: number[] = [];
-    // Sized from the fetched bytes (events are ~300 bytes of JSON), so nothing grows on the way.
-    let bytes = 0;
-    for (const message of batch.messages) bytes += message.value?.length ?? 0;
-    const expected = Math.ceil(bytes / 256);
-    // Fingerprints of the events to store, and of events found already stored (re-marked:
-    // a crash may have come between their INSERT and their marking).
-    const prints = new FingerprintList(expected);
-    const storedPrints = new FingerprintList(1);
-    const inBatch = new FingerprintSet(expected);
-    const invalid: InvalidEvent[] = [];
-    let skipped = 0;
-    let duplicates = 0;
-
-    for (const message of batch.messages) {
-      // Kafka offsets stay far below 2^53: plain numbers are exact.
-      const offset = Number(message.offset);
-      const isStored = offset <= alreadyStored;
-      if (isStored) skipped++;
-      // A message holds one event, or several of one partition as NDJSON lines (packEvents).
-      const lines = unpackEvents(message.value);
-      for (let line = 0; line < lines.length; line++) {
-        const value = lines[line] ?? null;
-        const parsed = parseUsageEventBytes(value);
-        if (!parsed.ok) {
-          if (!isStored) invalid.push({ offset: message.offset, line, value, key: message.key, reason: parsed.error });
-          continue;
-        }
-        const member = DedupWindow.member(parsed.event.source, parsed.event.id);
-        if (isStored) {
-          const index = storedPrints.push(member);
-          inBatch.add(storedPrints, index);
-          continue;
-        }
-        const index = prints.push(member);
-        // A later copy in this batch, or a retry of an event stored within the window.
-        if (!inBatch.add(prints, index) || this.dedup.seen(partition, prints, index)) {
-          prints.count--;
-          duplicates++;
-          continue;
-        }
-        accepted.push(parsed.event);
-        times.push(parsed.timeMs);
-        offsets.push(offset);
-      }
-    }
-    this.metrics.skipped.inc(skipped);
-    this.metrics.duplicates.inc(duplicates);
+    const read = this.readBatch(batch, alreadyStored);
+    const { times, offsets, prints, storedPrints, invalid } = read;
+    let accepted = read.accepted;
+    this.metrics.skipped.inc(read.skippedMessages);
+    this.metrics.duplicates.inc(read.duplicates);
 
     if (invalid.length > 0) await this.sendToDeadLetter(topic, partition, invalid);
 
@@ -246,7 +219,7 @@ export class Aggregator {
     }
     const ingestedAt = Math.floor(Date.now() / 1000);
     // RowBinary rows are about half the size of the events' JSON.
-    const rows = new UsageRows(bytes);
+    const rows = new UsageRows(read.bytes);
     const position = { topic, partition, offset: 0 };
     for (let i = 0; i < accepted.length; i++) {
       position.offset = offsets[i] ?? 0;
@@ -279,6 +252,64 @@ export class Aggregator {
       const from = pending.count === rows.count ? 0 : accepted.length - pending.count;
       await this.runAfterInsert({ topic, partition, events: from === 0 ? accepted : accepted.slice(from) });
     }
+  }
+
+  /**
+   * Parses and validates a batch's events and drops duplicates (a later copy in the batch, or
+   * a retry of an event stored within the window). Messages at or below `alreadyStored` are
+   * in ClickHouse already: their events are not stored again, only re-marked (a crash may
+   * have come between their INSERT and their marking).
+   */
+  private readBatch(batch: EachBatchPayload["batch"], alreadyStored: number): ReadBatch {
+    // Sized from the fetched bytes (events are ~300 bytes of JSON), so nothing grows on the way.
+    let bytes = 0;
+    for (const message of batch.messages) bytes += message.value?.length ?? 0;
+    const expected = Math.ceil(bytes / 256);
+    const read: ReadBatch = {
+      accepted: [],
+      times: [],
+      offsets: [],
+      prints: new FingerprintList(expected),
+      storedPrints: new FingerprintList(1),
+      invalid: [],
+      skippedMessages: 0,
+      duplicates: 0,
+      bytes,
+    };
+    const inBatch = new FingerprintSet(expected);
+    for (const message of batch.messages) {
+      // Kafka offsets stay far below 2^53: plain numbers are exact.
+      const offset = Number(message.offset);
+      const isStored = offset <= alreadyStored;
+      if (isStored) read.skippedMessages++;
+      // A message holds one event, or several of one partition as NDJSON lines (packEvents).
+      const lines = unpackEvents(message.value);
+      for (let line = 0; line < lines.length; line++) {
+        const value = lines[line] ?? null;
+        const parsed = parseUsageEventBytes(value);
+        if (!parsed.ok) {
+          if (!isStored) {
+            read.invalid.push({ offset: message.offset, line, value, key: message.key, reason: parsed.error });
+          }
+          continue;
+        }
+        const member = DedupWindow.member(parsed.event.source, parsed.event.id);
+        if (isStored) {
+          inBatch.add(read.storedPrints, read.storedPrints.push(member));
+          continue;
+        }
+        const index = read.prints.push(member);
+        if (!inBatch.add(read.prints, index) || this.dedup.seen(batch.partition, read.prints, index)) {
+          read.prints.pop();
+          read.duplicates++;
+          continue;
+        }
+        read.accepted.push(parsed.event);
+        read.times.push(parsed.timeMs);
+        read.offsets.push(offset);
+      }
+    }
+    return read;
   }
 
   /** Events of keys the registry does not know: stored as they came, counted and logged (not per event). */

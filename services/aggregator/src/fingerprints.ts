@@ -112,6 +112,11 @@ export class FingerprintList {
     return this.count++;
   }
 
+  /** Drops the last fingerprint pushed. */
+  pop(): void {
+    if (this.count > 0) this.count--;
+  }
+
   /** The fingerprints as bytes (16 per fingerprint), for Redis. */
   toBuffer(): Buffer {
     return Buffer.from(this.words.buffer, this.words.byteOffset, this.count * FINGERPRINT_WORDS * 4);
