@@ -103,8 +103,10 @@ describe("Kafka frozen (private broker, SIGSTOP): emitter and ingest deadlines",
       slowest = Math.max(slowest, performance.now() - started);
     }
     expect(thrown).toBeUndefined();
+    // Nowhere near the 5 s acknowledgement deadline it would wait for if it blocked (loose
+    // bounds: a loaded CI machine can pause a process for tens of milliseconds at any call).
     expect(performance.now() - loopStarted).toBeLessThan(1_000);
-    expect(slowest).toBeLessThan(50);
+    expect(slowest).toBeLessThan(500);
     await sink.flush(); // resolves once everything is acknowledged or spooled
     const waited = Date.now() - frozenAt;
     expect(waited).toBeGreaterThanOrEqual(4_900);
