@@ -1,8 +1,8 @@
 /**
  * `npm run pipeline`: the whole pipeline on this machine, after `services.sh up` started
- * Kafka, ClickHouse and Redis. Creates topics and tables, starts every service (gateway,
- * ingest, aggregator, quota worker, admin API) as a child
- * process (logs in .data/logs/), then runs a smoke test through it:
+ * Kafka, ClickHouse and Redis. Creates topics and tables, builds the services (infra/build.ts,
+ * into a folder of its own) and starts each (gateway, ingest, aggregator, quota worker, billing worker,
+ * admin API) as a `node` child process (logs in .data/logs/), then runs a smoke test through it:
  *
  *   demo API key (admin API) -> 5 requests through the gateway -> emitter -> Kafka
  *   3 events through the HTTP ingest API ---------------------------------> Kafka
@@ -13,7 +13,7 @@
  */
 import { type ChildProcess, spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { mkdirSync, openSync } from "node:fs";
+import { mkdirSync, openSync, rmSync } from "node:fs";
 import { createServer } from "node:http";
 import { join } from "node:path";
 import { MIGRATIONS_DIR } from "@keymeter/clickhouse-schema";
@@ -35,6 +35,7 @@ import {
   topicNames,
 } from "@keymeter/shared/stores";
 import { z } from "zod";
+import { buildServices, privateBuildDir } from "../build";
 import { smokeRoutesQuery } from "./smoke-query";
 
 const ROOT = join(import.meta.dirname, "../..");
@@ -75,6 +76,9 @@ runService("pipeline", async () => {
   });
   await listen(upstream, "127.0.0.1", config.DEMO_UPSTREAM_PORT, "DEMO_UPSTREAM_PORT");
 
+  const bundles = privateBuildDir("pipeline");
+  await buildServices(bundles);
+  say(`build: services bundled into ${bundles}`);
   const logs = join(config.KEYMETER_DATA_DIR, "logs");
   mkdirSync(logs, { recursive: true });
   const adminToken = randomBytes(24).toString("hex");
@@ -88,11 +92,15 @@ runService("pipeline", async () => {
     LOG_LEVEL: config.LOG_LEVEL,
   };
   const children = [
-    start("aggregator", logs, { ...common, METRICS_PORT: String(config.AGGREGATOR_METRICS_PORT) }),
-    start("quota-worker", logs, { ...common, METRICS_PORT: String(config.QUOTA_WORKER_METRICS_PORT) }),
-    start("ingest", logs, { ...common, INGEST_PORT: String(config.INGEST_PORT), INGEST_TOKENS: ingestToken }),
-    start("admin-api", logs, { ...common, ADMIN_PORT: String(config.ADMIN_PORT), ADMIN_BOOTSTRAP_TOKEN: adminToken }),
-    start("gateway", logs, {
+    start("aggregator", bundles, logs, { ...common, METRICS_PORT: String(config.AGGREGATOR_METRICS_PORT) }),
+    start("quota-worker", bundles, logs, { ...common, METRICS_PORT: String(config.QUOTA_WORKER_METRICS_PORT) }),
+    start("ingest", bundles, logs, { ...common, INGEST_PORT: String(config.INGEST_PORT), INGEST_TOKENS: ingestToken }),
+    start("admin-api", bundles, logs, {
+      ...common,
+      ADMIN_PORT: String(config.ADMIN_PORT),
+      ADMIN_BOOTSTRAP_TOKEN: adminToken,
+    }),
+    start("gateway", bundles, logs, {
       ...common,
       GATEWAY_PORT: String(config.GATEWAY_PORT),
       GATEWAY_ID: "pipeline-gateway",
@@ -100,11 +108,12 @@ runService("pipeline", async () => {
       EMITTER_SPOOL_DIR: join(config.KEYMETER_DATA_DIR, "spool", "gateway"),
     }),
     // Without STRIPE_API_KEY in the environment the billing worker is a dry run (logs what it would send).
-    start("billing-worker", logs, { ...common, METRICS_PORT: String(config.BILLING_WORKER_METRICS_PORT) }),
+    start("billing-worker", bundles, logs, { ...common, METRICS_PORT: String(config.BILLING_WORKER_METRICS_PORT) }),
   ];
   const stop = async () => {
     await Promise.all(children.map(stopChild));
     upstream.close();
+    rmSync(bundles, { recursive: true, force: true });
   };
 
   try {
@@ -196,9 +205,9 @@ function say(line: string): void {
   process.stdout.write(`${line}\n`);
 }
 
-function start(name: string, logs: string, environment: Record<string, string>): ChildProcess {
+function start(name: string, bundles: string, logs: string, environment: Record<string, string>): ChildProcess {
   const out = openSync(join(logs, `${name}.log`), "a");
-  const child = spawn(process.execPath, ["--import", "tsx", join(ROOT, "services", name, "src", "main.ts")], {
+  const child = spawn(process.execPath, ["--enable-source-maps", join(bundles, `${name}.mjs`)], {
     env: { ...process.env, ...environment },
     stdio: ["ignore", out, out],
   });

@@ -15,7 +15,7 @@
  *   peer_naive_insert_per_event_events_per_s  one INSERT per event: the floor
  */
 import { type ChildProcess, spawn } from "node:child_process";
-import { mkdtempSync } from "node:fs";
+import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { MIGRATIONS_DIR } from "@keymeter/clickhouse-schema";
@@ -33,6 +33,7 @@ import {
   topicNames,
 } from "@keymeter/shared/stores";
 import { KafkaEmitter, type UsageEventInput } from "@keymeter/shared/usage";
+import { buildServices, privateBuildDir } from "../../infra/build";
 import { cpuSeconds, peakRssMiB, percentile } from "./proc-stats";
 
 const EVENTS = Number(process.env.BENCH_EVENTS ?? 600_000);
@@ -71,16 +72,14 @@ async function waitUntil(
   }
 }
 
+/** The aggregator as it is deployed: built (infra/build.ts) and run by plain node. */
+const bundles = privateBuildDir("bench-ingest");
+
 function spawnAggregator(database: string, groupId: string, topicPrefix: string): ChildProcess {
   return spawn(
     process.execPath,
     // BENCH_AGGREGATOR_NODE_ARGS="--cpu-prof --cpu-prof-dir=/tmp/prof" profiles the aggregator.
-    [
-      ...(process.env.BENCH_AGGREGATOR_NODE_ARGS?.split(" ").filter(Boolean) ?? []),
-      "--import",
-      "tsx",
-      join(import.meta.dirname, "../../services/aggregator/src/main.ts"),
-    ],
+    [...(process.env.BENCH_AGGREGATOR_NODE_ARGS?.split(" ").filter(Boolean) ?? []), join(bundles, "aggregator.mjs")],
     {
       env: {
         ...process.env,
@@ -137,6 +136,7 @@ async function emitAll(emitter: KafkaEmitter, count: number, onEmit?: (i: number
 }
 
 async function main(): Promise<void> {
+  await buildServices(bundles);
   const kafka = createKafka(brokers, run, logger);
   const admin = kafka.admin();
   await admin.connect();
@@ -353,6 +353,7 @@ async function main(): Promise<void> {
     for (const db of databases) await cleanup.command({ query: `DROP DATABASE IF EXISTS ${db}` });
     await cleanup.close();
     await e2e.close();
+    rmSync(bundles, { recursive: true, force: true });
     const redis = createRedis(redisUrl);
     const keys = await redis.keys(`${run}:*`);
     if (keys.length > 0) await redis.del(...keys);
