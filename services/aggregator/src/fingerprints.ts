@@ -25,7 +25,7 @@ function fmix(h: number): number {
   return x ^ (x >>> 16);
 }
 
-/** Word `j` of `text` read as UTF-16 code units, two per 32-bit word (0 past the end). */
+/** Word `j` of `text` read as UTF-16 code units, two per 32-bit word (0 past the end): for the tail. */
 const wordAt = (text: string, j: number) =>
   ((text.charCodeAt(2 * j) || 0) | ((text.charCodeAt(2 * j + 1) || 0) << 16)) >>> 0;
 
@@ -42,11 +42,12 @@ export function fingerprint(text: string, out: Uint32Array, at: number): void {
   const words = (text.length + 1) >> 1;
   const blocks = words >> 2;
   for (let b = 0; b < blocks; b++) {
-    const j = b * 4;
-    let k1 = wordAt(text, j);
-    let k2 = wordAt(text, j + 1);
-    let k3 = wordAt(text, j + 2);
-    let k4 = wordAt(text, j + 3);
+    // Whole blocks are inside the text: eight code units read directly.
+    const c = b * 8;
+    let k1 = text.charCodeAt(c) | (text.charCodeAt(c + 1) << 16);
+    let k2 = text.charCodeAt(c + 2) | (text.charCodeAt(c + 3) << 16);
+    let k3 = text.charCodeAt(c + 4) | (text.charCodeAt(c + 5) << 16);
+    let k4 = text.charCodeAt(c + 6) | (text.charCodeAt(c + 7) << 16);
     k1 = Math.imul(rotl(Math.imul(k1, C1), 15), C2);
     h1 ^= k1;
     h1 = (Math.imul(rotl(h1, 19) + h2, 5) + 0x561ccd1b) | 0;
