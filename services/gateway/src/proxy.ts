@@ -248,14 +248,14 @@ export function createGatewayProxy(options: ProxyOptions): Server {
  */
 function upstreamHeaders(req: IncomingMessage, decision: Decision, hostHeader: string): string[] {
   const source = req.headers;
-  const connectionTokens = source.connection === undefined ? undefined : headerTokens(source.connection);
+  const connectionNames = source.connection === undefined ? undefined : connectionTokens(source.connection);
   const out: string[] = ["host", hostHeader];
   for (const name in source) {
     const value = source[name];
     if (value === undefined) continue;
     // node lowercases names; `_` folds into `-` as WSGI/CGI upstreams do.
     const folded = name.includes("_") ? name.replaceAll("_", "-") : name;
-    if (HOP_BY_HOP.has(folded) || connectionTokens?.includes(name) || connectionTokens?.includes(folded)) continue;
+    if (HOP_BY_HOP.has(folded) || connectionNames?.includes(name) || connectionNames?.includes(folded)) continue;
     if (DROPPED.has(folded) || folded.startsWith("x-keymeter-")) continue;
     if (folded !== name && NO_UNDERSCORE_TWIN.has(folded)) continue;
     // The upstream never sees the API key.
@@ -282,12 +282,12 @@ function upstreamHeaders(req: IncomingMessage, decision: Decision, hostHeader: s
  */
 function responseHeaders(incoming: IncomingMessage, decision: Decision): string[] {
   const source = incoming.headers;
-  const connectionTokens = source.connection === undefined ? undefined : headerTokens(source.connection);
+  const connectionNames = source.connection === undefined ? undefined : connectionTokens(source.connection);
   const out: string[] = [];
   for (const [name, value] of decision.headers) if (source[name] === undefined) out.push(name, value);
   for (const name in source) {
     const value = source[name];
-    if (value === undefined || HOP_BY_HOP.has(name) || connectionTokens?.includes(name)) continue;
+    if (value === undefined || HOP_BY_HOP.has(name) || connectionNames?.includes(name)) continue;
     if (name.startsWith("x-keymeter-")) continue;
     pushHeader(out, name, value);
   }
@@ -299,8 +299,10 @@ function pushHeader(out: string[], name: string, value: string | string[]): void
   else for (const item of value) out.push(name, item);
 }
 
-/** The lower-cased tokens of a comma-separated header (`Connection: close, X-Foo`). */
-function headerTokens(value: string): string[] {
+/** The lower-cased tokens of a `Connection` header (`close, X-Foo`); undefined when it names no other header. */
+function connectionTokens(value: string): string[] | undefined {
+  // What nearly every client sends: hop-by-hop already, naming nothing else.
+  if (value === "keep-alive" || value === "close") return undefined;
   return value
     .toLowerCase()
     .split(",")
