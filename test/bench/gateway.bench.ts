@@ -18,6 +18,8 @@
  *                                      shipped tiers (a key on `enterprise`, 1,000 requests/s: its
  *                                      throughput phase meets the rate limit, and the 429s are counted)
  *   upstream_rps / bare_proxy_rps / gateway_rps  throughput at BENCH_CONCURRENCY requests in flight
+ *   *_cpu_us_per_request               CPU time (process.cpuUsage) of the proxy's process per answered
+ *                                      request in the throughput phase: what it costs, whatever the noise
  *
  * The other gateway variants emit to a counting sink (no emit cost) and use a tier of
  * 1,000,000 requests/s (no Redis call on a lease hit): they isolate the check itself.
@@ -66,6 +68,15 @@ class CountingSink implements UsageEventSink {
   async flush(): Promise<void> {}
 }
 
+/** Answers "cpu" with this process's CPU time so far (µs, user + system). */
+function answerCpuTime(): void {
+  process.on("message", (message: string) => {
+    if (message !== "cpu") return;
+    const used = process.cpuUsage();
+    process.send?.({ cpuUs: used.user + used.system });
+  });
+}
+
 function percentile(sorted: number[], p: number): number {
   if (sorted.length === 0) return Number.NaN;
   return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? Number.NaN;
@@ -88,6 +99,7 @@ async function runUpstream(): Promise<void> {
 
 /** The peer: a reverse proxy on the same HTTP stack as the gateway's, doing nothing else. */
 async function runBareProxy(upstream: string): Promise<void> {
+  answerCpuTime();
   const target = new URL(upstream);
   const agent = new Agent({ keepAlive: true, maxSockets: 256 });
   const server = createServer((req, res) => {
@@ -109,6 +121,7 @@ async function runBareProxy(upstream: string): Promise<void> {
 }
 
 async function runGateway(prefix: string, upstream: string, leaseMs: number, variant = "bench"): Promise<void> {
+  answerCpuTime();
   const logger = createLogger("bench-gateway", "warn");
   // `shipped`: the real Kafka emitter and the project's default tiers, as a deployment runs.
   let sink: UsageEventSink = new CountingSink();
@@ -353,17 +366,31 @@ async function main(): Promise<void> {
       [shipped.port, shippedHeaders, true],
     ];
     for (const [port, auth, limited] of loads) await throughput(port, auth, limited, WARM_UP_REQUESTS);
-    const runs = loads.map(() => ({ done: 0, seconds: 0, limited: 0 }));
+    // CPU time of the process serving each target (none for the upstream itself).
+    const servers: Array<ChildProcess | undefined> = [
+      undefined,
+      bareProxy.process,
+      gateway.process,
+      direct.process,
+      shipped.process,
+    ];
+    const cpuTime = async (proc: ChildProcess | undefined) =>
+      proc ? (await ask<{ cpuUs: number }>(proc, "cpu")).cpuUs : 0;
+    const runs = loads.map(() => ({ done: 0, seconds: 0, limited: 0, cpuUs: 0 }));
     for (let round = 0; round < THROUGHPUT_ROUNDS; round++) {
       for (const [i, [port, auth, limited]] of loads.entries()) {
+        const cpuBefore = await cpuTime(servers[i]);
         const run = await throughput(port, auth, limited, Math.ceil(THROUGHPUT_REQUESTS / THROUGHPUT_ROUNDS));
+        const cpuAfter = await cpuTime(servers[i]);
         const total = runs[i];
         if (!total) continue;
         total.done += run.done;
         total.seconds += run.seconds;
         total.limited += run.limited;
+        total.cpuUs += cpuAfter - cpuBefore;
       }
     }
+    const cpuPerRequest = (i: number) => ((runs[i]?.cpuUs ?? 0) / (runs[i]?.done ?? 1)).toFixed(1);
     const rps = (i: number) => (runs[i]?.done ?? 0) / (runs[i]?.seconds ?? 1);
     const [upstreamRps, bareProxyRps, gatewayRps, directRps] = [rps(0), rps(1), rps(2), rps(3)];
     const shippedRun = { rps: rps(4), limited: runs[4]?.limited ?? 0 };
@@ -397,8 +424,12 @@ async function main(): Promise<void> {
       ["bare_proxy_rps", bareProxyRps.toFixed(0)],
       ["gateway_rps", gatewayRps.toFixed(0)],
       ["gateway_rps_vs_bare_proxy", (gatewayRps / bareProxyRps).toFixed(2)],
+      ["bare_proxy_cpu_us_per_request", cpuPerRequest(1)],
+      ["gateway_cpu_us_per_request", cpuPerRequest(2)],
+      ["gateway_added_cpu_us_per_request", (Number(cpuPerRequest(2)) - Number(cpuPerRequest(1))).toFixed(1)],
       ["gateway_no_lease_rps", directRps.toFixed(0)],
       ["gateway_kafka_shipped_rps", shippedRun.rps.toFixed(0)],
+      ["gateway_kafka_shipped_cpu_us_per_request", cpuPerRequest(4)],
       ["gateway_kafka_shipped_rate_limited", String(shippedRun.limited)],
     ];
     for (const [name, value] of lines) process.stdout.write(`${name}: ${value}\n`);
