@@ -7,6 +7,8 @@
  *   bare_proxy_p50_ms / _p99_ms        the peer: a bare reverse proxy on the same HTTP stack (node:http,
  *                                      keep-alive agent, streamed bodies; no key check, limit or emit)
  *   gateway_added_p99_ms               gateway p99 minus bare proxy p99, same run: what keymeter adds
+ *   bare_proxy_p99_noise_ms            p99 of the bare proxy's even samples vs its odd ones: how much a
+ *                                      p99 moves on noise alone in this run (the resolution of the above)
  *   gateway_overhead_p50_ms / _p99_ms  latency the reference proxy adds over the bare upstream (its own
  *                                      HTTP hop included), sequential requests, rate-limit leases (100 ms)
  *   middleware_p50_ms / _p99_ms        time in Gateway.check on a cache hit (auth, scope, IP, quota flag,
@@ -349,6 +351,11 @@ async function main(): Promise<void> {
     for (let i = 0; i < LATENCY_REQUESTS; i++) {
       for (const [port, samples, auth] of targets) samples.push(...(await latencies(agent, port, auth, 1)));
     }
+    // The p99 of one half of the bare proxy's samples against the other's: how far a p99 moves
+    // with noise alone in this run, the resolution of every *_p99_ms difference printed here.
+    const halves = [bareProxied.filter((_, i) => i % 2 === 0), bareProxied.filter((_, i) => i % 2 === 1)];
+    const [firstHalf = [], secondHalf = []] = halves.map((half) => half.sort((a, b) => a - b));
+    const p99Noise = Math.abs(percentile(firstHalf, 99) - percentile(secondHalf, 99));
     for (const [, list] of targets) list.sort((a, b) => a - b);
     type Stats = { stats: { p50: number; p99: number; count: number } };
     const { stats } = await ask<Stats>(gateway.process, "stats");
@@ -407,6 +414,7 @@ async function main(): Promise<void> {
       ["gateway_p99_ms", ms(percentile(leased, 99))],
       ["gateway_added_p50_ms", ms(percentile(leased, 50) - percentile(bareProxied, 50))],
       ["gateway_added_p99_ms", ms(percentile(leased, 99) - percentile(bareProxied, 99))],
+      ["bare_proxy_p99_noise_ms", ms(p99Noise)],
       ["gateway_overhead_p50_ms", ms(percentile(leased, 50) - percentile(bare, 50))],
       ["gateway_overhead_p99_ms", ms(percentile(leased, 99) - percentile(bare, 99))],
       ["gateway_kafka_shipped_p50_ms", ms(percentile(shippedSamples, 50))],
