@@ -7,6 +7,8 @@
  *   bare_proxy_p50_ms / _p99_ms        the peer: a bare reverse proxy on the same HTTP stack (node:http,
  *                                      keep-alive agent, streamed bodies; no key check, limit or emit)
  *   gateway_added_p99_ms               gateway p99 minus bare proxy p99, same run: what keymeter adds
+ *   bare_proxy_p99_noise_ms            p99 of the bare proxy's even samples vs its odd ones: how much a
+ *                                      p99 moves on noise alone in this run (the resolution of the above)
  *   gateway_overhead_p50_ms / _p99_ms  latency the reference proxy adds over the bare upstream (its own
  *                                      HTTP hop included), sequential requests, rate-limit leases (100 ms)
  *   middleware_p50_ms / _p99_ms        time in Gateway.check on a cache hit (auth, scope, IP, quota flag,
@@ -18,12 +20,15 @@
  *                                      shipped tiers (a key on `enterprise`, 1,000 requests/s: its
  *                                      throughput phase meets the rate limit, and the 429s are counted)
  *   upstream_rps / bare_proxy_rps / gateway_rps  throughput at BENCH_CONCURRENCY requests in flight
+ *   *_cpu_us_per_request               CPU time (process.cpuUsage) of the proxy's process per answered
+ *                                      request in the throughput phase: what it costs, whatever the noise
  *
  * The other gateway variants emit to a counting sink (no emit cost) and use a tier of
  * 1,000,000 requests/s (no Redis call on a lease hit): they isolate the check itself.
  *
  * Bounded: BENCH_LATENCY_REQUESTS (default 3000) sequential requests per target and
- * BENCH_THROUGHPUT_REQUESTS (default 8000) per target, each throughput phase capped at 5 s.
+ * BENCH_THROUGHPUT_REQUESTS (default 8000) per target after 1,000 of warm-up at full concurrency,
+ * in two alternating rounds, each round per target capped at 5 s.
  */
 import { type ChildProcess, fork } from "node:child_process";
 import { mkdtempSync } from "node:fs";
@@ -33,7 +38,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { performance } from "node:perf_hooks";
 import { fileURLToPath } from "node:url";
-import { createGatewayProxy, type Decision, Gateway, KeyCache, RateLimiter } from "@keymeter/gateway";
+import { createGatewayProxy, type Decision, Gateway, GatewayMetrics, KeyCache, RateLimiter } from "@keymeter/gateway";
 import { KeyRegistry } from "@keymeter/shared/api-keys";
 import { loadTiers, parseTiers, type TierCatalog } from "@keymeter/shared/billing";
 import { createLogger } from "@keymeter/shared/runtime";
@@ -45,6 +50,8 @@ const KAFKA_BROKERS = (process.env.KAFKA_BROKERS ?? "127.0.0.1:9092").split(",")
 const LATENCY_REQUESTS = Number(process.env.BENCH_LATENCY_REQUESTS ?? 3000);
 const THROUGHPUT_REQUESTS = Number(process.env.BENCH_THROUGHPUT_REQUESTS ?? 8000);
 const CONCURRENCY = Number(process.env.BENCH_CONCURRENCY ?? 32);
+const THROUGHPUT_ROUNDS = 2;
+const WARM_UP_REQUESTS = 1_000;
 const PHASE_CAP_MS = 5_000;
 const LEASE_MS = Number(process.env.RATE_LIMIT_LEASE_MS ?? 100);
 const BODY = JSON.stringify({ ok: true, items: [1, 2, 3] });
@@ -61,6 +68,15 @@ class CountingSink implements UsageEventSink {
     this.count++;
   }
   async flush(): Promise<void> {}
+}
+
+/** Answers "cpu" with this process's CPU time so far (µs, user + system). */
+function answerCpuTime(): void {
+  process.on("message", (message: string) => {
+    if (message !== "cpu") return;
+    const used = process.cpuUsage();
+    process.send?.({ cpuUs: used.user + used.system });
+  });
 }
 
 function percentile(sorted: number[], p: number): number {
@@ -85,6 +101,7 @@ async function runUpstream(): Promise<void> {
 
 /** The peer: a reverse proxy on the same HTTP stack as the gateway's, doing nothing else. */
 async function runBareProxy(upstream: string): Promise<void> {
+  answerCpuTime();
   const target = new URL(upstream);
   const agent = new Agent({ keepAlive: true, maxSockets: 256 });
   const server = createServer((req, res) => {
@@ -106,6 +123,7 @@ async function runBareProxy(upstream: string): Promise<void> {
 }
 
 async function runGateway(prefix: string, upstream: string, leaseMs: number, variant = "bench"): Promise<void> {
+  answerCpuTime();
   const logger = createLogger("bench-gateway", "warn");
   // `shipped`: the real Kafka emitter and the project's default tiers, as a deployment runs.
   let sink: UsageEventSink = new CountingSink();
@@ -136,7 +154,9 @@ async function runGateway(prefix: string, upstream: string, leaseMs: number, var
       return decision;
     }
   }
+  // Metrics on, as startGateway builds it: their cost is part of every request.
   const gateway = new TimedGateway({
+    metrics: new GatewayMetrics(),
     cache,
     limiter: new RateLimiter(redis, keys, { leaseMs, logger }),
     tiers,
@@ -207,12 +227,13 @@ async function latencies(
   return out.sort((a, b) => a - b);
 }
 
-/** Answers per second at CONCURRENCY in flight; `limited` counts 429s where a rate limit is expected. */
+/** `requests` answers at CONCURRENCY in flight; `limited` counts 429s where a rate limit is expected. */
 async function throughput(
   port: number,
   headers: Record<string, string>,
-  allowRateLimited = false,
-): Promise<{ rps: number; limited: number }> {
+  allowRateLimited: boolean,
+  requests: number,
+): Promise<{ done: number; seconds: number; limited: number }> {
   const agent = new Agent({ keepAlive: true, maxSockets: CONCURRENCY });
   let sent = 0;
   let done = 0;
@@ -220,7 +241,7 @@ async function throughput(
   const started = performance.now();
   const deadline = started + PHASE_CAP_MS;
   const worker = async () => {
-    while (sent < THROUGHPUT_REQUESTS && performance.now() < deadline) {
+    while (sent < requests && performance.now() < deadline) {
       sent++;
       const status = await get(agent, port, headers);
       if (status === 429 && allowRateLimited) limited++;
@@ -231,7 +252,7 @@ async function throughput(
   await Promise.all(Array.from({ length: CONCURRENCY }, worker));
   const seconds = (performance.now() - started) / 1000;
   agent.destroy();
-  return { rps: done / seconds, limited };
+  return { done, seconds, limited };
 }
 
 /**
@@ -247,6 +268,7 @@ async function inProcessCheck(prefix: string, secret: string): Promise<number> {
     const cache = new KeyCache({ redis, subscriber, keys, logger });
     await cache.start();
     const gateway = new Gateway({
+      metrics: new GatewayMetrics(),
       cache,
       limiter: new RateLimiter(redis, keys, { leaseMs: LEASE_MS }),
       tiers: TIERS,
@@ -329,6 +351,11 @@ async function main(): Promise<void> {
     for (let i = 0; i < LATENCY_REQUESTS; i++) {
       for (const [port, samples, auth] of targets) samples.push(...(await latencies(agent, port, auth, 1)));
     }
+    // The p99 of one half of the bare proxy's samples against the other's: how far a p99 moves
+    // with noise alone in this run, the resolution of every *_p99_ms difference printed here.
+    const halves = [bareProxied.filter((_, i) => i % 2 === 0), bareProxied.filter((_, i) => i % 2 === 1)];
+    const [firstHalf = [], secondHalf = []] = halves.map((half) => half.sort((a, b) => a - b));
+    const p99Noise = Math.abs(percentile(firstHalf, 99) - percentile(secondHalf, 99));
     for (const [, list] of targets) list.sort((a, b) => a - b);
     type Stats = { stats: { p50: number; p99: number; count: number } };
     const { stats } = await ask<Stats>(gateway.process, "stats");
@@ -336,11 +363,44 @@ async function main(): Promise<void> {
     agent.destroy();
 
     const checkUs = await inProcessCheck(prefix, secret);
-    const upstreamRps = (await throughput(upstream.port, headers)).rps;
-    const bareProxyRps = (await throughput(bareProxy.port, headers)).rps;
-    const gatewayRps = (await throughput(gateway.port, headers)).rps;
-    const directRps = (await throughput(direct.port, headers)).rps;
-    const shippedRun = await throughput(shipped.port, shippedHeaders, true);
+    // Warm every target up at full concurrency (its upstream connections too), then measure
+    // in alternating rounds, so a burst of background noise does not land on one target only.
+    const loads: Array<[number, Record<string, string>, boolean]> = [
+      [upstream.port, headers, false],
+      [bareProxy.port, headers, false],
+      [gateway.port, headers, false],
+      [direct.port, headers, false],
+      [shipped.port, shippedHeaders, true],
+    ];
+    for (const [port, auth, limited] of loads) await throughput(port, auth, limited, WARM_UP_REQUESTS);
+    // CPU time of the process serving each target (none for the upstream itself).
+    const servers: Array<ChildProcess | undefined> = [
+      undefined,
+      bareProxy.process,
+      gateway.process,
+      direct.process,
+      shipped.process,
+    ];
+    const cpuTime = async (proc: ChildProcess | undefined) =>
+      proc ? (await ask<{ cpuUs: number }>(proc, "cpu")).cpuUs : 0;
+    const runs = loads.map(() => ({ done: 0, seconds: 0, limited: 0, cpuUs: 0 }));
+    for (let round = 0; round < THROUGHPUT_ROUNDS; round++) {
+      for (const [i, [port, auth, limited]] of loads.entries()) {
+        const cpuBefore = await cpuTime(servers[i]);
+        const run = await throughput(port, auth, limited, Math.ceil(THROUGHPUT_REQUESTS / THROUGHPUT_ROUNDS));
+        const cpuAfter = await cpuTime(servers[i]);
+        const total = runs[i];
+        if (!total) continue;
+        total.done += run.done;
+        total.seconds += run.seconds;
+        total.limited += run.limited;
+        total.cpuUs += cpuAfter - cpuBefore;
+      }
+    }
+    const cpuPerRequest = (i: number) => ((runs[i]?.cpuUs ?? 0) / (runs[i]?.done ?? 1)).toFixed(1);
+    const rps = (i: number) => (runs[i]?.done ?? 0) / (runs[i]?.seconds ?? 1);
+    const [upstreamRps, bareProxyRps, gatewayRps, directRps] = [rps(0), rps(1), rps(2), rps(3)];
+    const shippedRun = { rps: rps(4), limited: runs[4]?.limited ?? 0 };
 
     const ms = (value: number) => value.toFixed(3);
     const lines: Array<[string, string]> = [
@@ -354,6 +414,7 @@ async function main(): Promise<void> {
       ["gateway_p99_ms", ms(percentile(leased, 99))],
       ["gateway_added_p50_ms", ms(percentile(leased, 50) - percentile(bareProxied, 50))],
       ["gateway_added_p99_ms", ms(percentile(leased, 99) - percentile(bareProxied, 99))],
+      ["bare_proxy_p99_noise_ms", ms(p99Noise)],
       ["gateway_overhead_p50_ms", ms(percentile(leased, 50) - percentile(bare, 50))],
       ["gateway_overhead_p99_ms", ms(percentile(leased, 99) - percentile(bare, 99))],
       ["gateway_kafka_shipped_p50_ms", ms(percentile(shippedSamples, 50))],
@@ -371,8 +432,12 @@ async function main(): Promise<void> {
       ["bare_proxy_rps", bareProxyRps.toFixed(0)],
       ["gateway_rps", gatewayRps.toFixed(0)],
       ["gateway_rps_vs_bare_proxy", (gatewayRps / bareProxyRps).toFixed(2)],
+      ["bare_proxy_cpu_us_per_request", cpuPerRequest(1)],
+      ["gateway_cpu_us_per_request", cpuPerRequest(2)],
+      ["gateway_added_cpu_us_per_request", (Number(cpuPerRequest(2)) - Number(cpuPerRequest(1))).toFixed(1)],
       ["gateway_no_lease_rps", directRps.toFixed(0)],
       ["gateway_kafka_shipped_rps", shippedRun.rps.toFixed(0)],
+      ["gateway_kafka_shipped_cpu_us_per_request", cpuPerRequest(4)],
       ["gateway_kafka_shipped_rate_limited", String(shippedRun.limited)],
     ];
     for (const [name, value] of lines) process.stdout.write(`${name}: ${value}\n`);

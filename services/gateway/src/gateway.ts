@@ -90,11 +90,12 @@ export class Gateway {
     const method = req.method ?? "GET";
     const parsed = parseRequestTarget(req.url ?? "/");
     const target = parsed.ok ? parsed.target : undefined;
-    const found = this.extractKey(req, target?.searchParams);
+    const query = target?.mayHoldApiKey ? target.searchParams : undefined;
+    const found = this.extractKey(req, query);
     let search = target?.search ?? "";
-    if (target?.searchParams.has("api_key")) {
-      target.searchParams.delete("api_key");
-      const rest = target.searchParams.toString();
+    if (query?.has("api_key")) {
+      query.delete("api_key");
+      const rest = query.toString();
       search = rest === "" ? "" : `?${rest}`;
     }
     const path = target?.path ?? "/";

@@ -1,4 +1,4 @@
-import type { IncomingMessage, ServerResponse } from "node:http";
+import { type IncomingMessage, ServerResponse } from "node:http";
 import type { Decision } from "./decision";
 import type { Gateway } from "./gateway";
 
@@ -15,14 +15,14 @@ export class MeteredExchange {
   private closed = false;
   private holds = 0;
   private recorded = false;
-  private readonly counter: { bytes: number };
+  private readonly counter: { readonly bytes: number };
 
   constructor(
     private readonly gateway: Gateway,
     private readonly req: IncomingMessage,
     private readonly res: ServerResponse,
   ) {
-    this.counter = countResponseBytes(res);
+    this.counter = res instanceof CountingResponse ? res : countResponseBytes(res);
     res.once("close", () => {
       this.closed = true;
       this.settle();
@@ -69,24 +69,43 @@ export function requestBytes(req: IncomingMessage): number {
   return Number.isFinite(length) && length > 0 ? length : 0;
 }
 
+/**
+ * A ServerResponse that counts the body bytes written through it, for servers the gateway
+ * creates itself (`createServer({ ServerResponse: CountingResponse })`): no per-response
+ * wrapping of `write`/`end`, which allocates closures and changes the object's shape.
+ */
+export class CountingResponse<Request extends IncomingMessage = IncomingMessage> extends ServerResponse<Request> {
+  bytes = 0;
+
+  override write(chunk: unknown, ...rest: unknown[]): boolean {
+    this.bytes += bodyBytes(chunk, rest[0]);
+    return (super.write as (...args: unknown[]) => boolean)(chunk, ...rest);
+  }
+
+  override end(...args: unknown[]): this {
+    if (typeof args[0] !== "function") this.bytes += bodyBytes(args[0], args[1]);
+    return (super.end as (...args: unknown[]) => this)(...args);
+  }
+}
+
+function bodyBytes(chunk: unknown, encoding: unknown): number {
+  if (typeof chunk === "string") {
+    return Buffer.byteLength(chunk, typeof encoding === "string" ? (encoding as BufferEncoding) : "utf8");
+  }
+  return chunk instanceof Uint8Array ? chunk.byteLength : 0;
+}
+
 /** Counts body bytes written through `res.write`/`res.end`, whatever framework writes them. */
 function countResponseBytes(res: ServerResponse): { bytes: number } {
   const counter = { bytes: 0 };
-  const count = (chunk: unknown, encoding?: unknown) => {
-    if (typeof chunk === "string") {
-      counter.bytes += Buffer.byteLength(chunk, typeof encoding === "string" ? (encoding as BufferEncoding) : "utf8");
-    } else if (chunk instanceof Uint8Array) {
-      counter.bytes += chunk.byteLength;
-    }
-  };
   const write = res.write;
   const end = res.end;
   res.write = function (this: ServerResponse, ...args: Parameters<typeof write>) {
-    count(args[0], args[1]);
+    counter.bytes += bodyBytes(args[0], args[1]);
     return write.apply(this, args);
   } as typeof write;
   res.end = function (this: ServerResponse, ...args: Parameters<typeof end>) {
-    if (typeof args[0] !== "function") count(args[0], args[1]);
+    if (typeof args[0] !== "function") counter.bytes += bodyBytes(args[0], args[1]);
     return end.apply(this, args);
   } as typeof end;
   return counter;
@@ -95,7 +114,8 @@ function countResponseBytes(res: ServerResponse): { bytes: number } {
 /**
  * Checks one request with its client watched from the start (a client that leaves during the
  * check is seen, metered and not handed on): a refusal is answered here; an admitted request
- * gets its RateLimit headers and goes to `admitted`. `failed` gets an error of the check itself.
+ * goes to `admitted`, which owes the client `decision.headers` (request id, RateLimit-*).
+ * `failed` gets an error of the check itself.
  */
 export function checkMetered(
   gateway: Gateway,
@@ -112,7 +132,6 @@ export function checkMetered(
       gateway.refuse(res, decision);
       return;
     }
-    for (const [name, value] of decision.headers) res.setHeader(name, value);
     admitted(decision, exchange);
   }, failed);
 }

@@ -30,6 +30,7 @@ export function gatewayMiddleware(gateway: Gateway): ConnectMiddleware {
       req,
       res,
       (decision) => {
+        for (const [name, value] of decision.headers) res.setHeader(name, value);
         contexts.set(req, decision);
         decision.forwarded = true;
         next();

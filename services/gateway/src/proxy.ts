@@ -1,4 +1,4 @@
-import type { IncomingMessage, OutgoingHttpHeaders, Server, ServerResponse } from "node:http";
+import type { IncomingMessage, Server, ServerResponse } from "node:http";
 import * as http from "node:http";
 import * as https from "node:https";
 import type { Duplex } from "node:stream";
@@ -6,7 +6,7 @@ import { rootCertificates } from "node:tls";
 import { AppError, type Logger, plainRequestId, toErrorResponse } from "@keymeter/shared/runtime";
 import type { Decision } from "./decision";
 import type { Gateway } from "./gateway";
-import { checkMetered, type MeteredExchange } from "./metered-exchange";
+import { CountingResponse, checkMetered, type MeteredExchange } from "./metered-exchange";
 
 export interface ProxyOptions {
   gateway: Gateway;
@@ -91,12 +91,15 @@ export function createGatewayProxy(options: ProxyOptions): Server {
   const basePath = upstream.pathname.replace(/\/$/, "");
   const timeoutMs = options.timeoutMs ?? 30_000;
 
-  const upstreamRequest = (req: IncomingMessage, decision: Decision, headers: OutgoingHttpHeaders) =>
+  // Headers go to node as flat [name, value, ...] lists, which it writes as they are, instead of
+  // validating and storing them one by one: so it leaves `Host` to us.
+  const hostHeader = upstream.host;
+  const upstreamRequest = (req: IncomingMessage, decision: Decision, headers: string[]) =>
     send({ agent, host, port, method: req.method, path: basePath + decision.forwardPath, headers, timeout: timeoutMs });
 
   const forward = (req: IncomingMessage, res: ServerResponse, decision: Decision, exchange: MeteredExchange) => {
     const release = exchange.hold();
-    const outgoing = upstreamRequest(req, decision, upstreamHeaders(req, decision));
+    const outgoing = upstreamRequest(req, decision, upstreamHeaders(req, decision, hostHeader));
     // Handed over in full: the upstream has the whole request (units 1 from here on).
     outgoing.once("finish", () => {
       decision.forwarded = true;
@@ -104,7 +107,7 @@ export function createGatewayProxy(options: ProxyOptions): Server {
     outgoing.once("close", release);
     outgoing.on("timeout", () => outgoing.destroy(new Error("upstream timed out")));
     outgoing.on("response", (incoming) => {
-      res.writeHead(incoming.statusCode ?? 502, incoming.statusMessage, responseHeaders(incoming));
+      res.writeHead(incoming.statusCode ?? 502, incoming.statusMessage, responseHeaders(incoming, decision));
       incoming.pipe(res);
     });
     res.once("close", () => {
@@ -137,9 +140,8 @@ export function createGatewayProxy(options: ProxyOptions): Server {
       recorded = true;
       gateway.record(decision, status, 0, bytes);
     };
-    const headers = upstreamHeaders(req, decision);
-    headers.connection = "upgrade";
-    headers.upgrade = req.headers.upgrade ?? "websocket";
+    const headers = upstreamHeaders(req, decision, hostHeader);
+    headers.push("connection", "upgrade", "upgrade", req.headers.upgrade ?? "websocket");
     const outgoing = upstreamRequest(req, decision, headers);
     outgoing.once("finish", () => {
       decision.forwarded = true;
@@ -200,7 +202,7 @@ export function createGatewayProxy(options: ProxyOptions): Server {
     outgoing.end();
   };
 
-  const server = http.createServer((req, res) =>
+  const server = http.createServer({ ServerResponse: CountingResponse }, (req, res) =>
     checkMetered(
       gateway,
       req,
@@ -240,55 +242,71 @@ export function createGatewayProxy(options: ProxyOptions): Server {
   return server;
 }
 
-/** What the upstream gets: the client's headers less the key, ours and hop-by-hop ones, plus ours. */
-function upstreamHeaders(req: IncomingMessage, decision: Decision): OutgoingHttpHeaders {
+/**
+ * What the upstream gets, as a flat header list: the client's headers less the key, ours and
+ * hop-by-hop ones, plus ours and `Host`.
+ */
+function upstreamHeaders(req: IncomingMessage, decision: Decision, hostHeader: string): string[] {
   const source = req.headers;
-  const connectionTokens = String(source.connection ?? "")
-    .toLowerCase()
-    .split(",")
-    .map((token) => token.trim());
-  const out: OutgoingHttpHeaders = {};
-  for (const [name, value] of Object.entries(source)) {
+  const connectionNames = source.connection === undefined ? undefined : connectionTokens(source.connection);
+  const out: string[] = ["host", hostHeader];
+  for (const name in source) {
+    const value = source[name];
     if (value === undefined) continue;
     // node lowercases names; `_` folds into `-` as WSGI/CGI upstreams do.
     const folded = name.includes("_") ? name.replaceAll("_", "-") : name;
-    if (HOP_BY_HOP.has(folded) || connectionTokens.includes(name) || connectionTokens.includes(folded)) continue;
+    if (HOP_BY_HOP.has(folded) || connectionNames?.includes(name) || connectionNames?.includes(folded)) continue;
     if (DROPPED.has(folded) || folded.startsWith("x-keymeter-")) continue;
     if (folded !== name && NO_UNDERSCORE_TWIN.has(folded)) continue;
     // The upstream never sees the API key.
     if (name === "authorization" && decision.keySource === "authorization") continue;
-    out[name] = value;
+    if (name === "x-forwarded-for") continue;
+    pushHeader(out, name, value);
   }
   const key = decision.key;
-  out["x-request-id"] = decision.requestId;
+  out.push("x-request-id", decision.requestId);
   const clientRequestId = plainRequestId(source["x-request-id"]);
-  if (clientRequestId) out["x-client-request-id"] = clientRequestId;
-  if (key) {
-    out["x-keymeter-key-id"] = key.id;
-    out["x-keymeter-customer-id"] = key.customer_id;
-    out["x-keymeter-tier"] = key.tier;
-  }
+  if (clientRequestId) out.push("x-client-request-id", clientRequestId);
+  if (key)
+    out.push("x-keymeter-key-id", key.id, "x-keymeter-customer-id", key.customer_id, "x-keymeter-tier", key.tier);
   const remote = req.socket.remoteAddress;
-  if (remote) {
-    const prior = source["x-forwarded-for"];
-    out["x-forwarded-for"] = prior ? `${String(prior)}, ${remote}` : remote;
+  const prior = source["x-forwarded-for"];
+  if (remote) out.push("x-forwarded-for", prior ? `${String(prior)}, ${remote}` : remote);
+  else if (prior) pushHeader(out, "x-forwarded-for", prior);
+  return out;
+}
+
+/**
+ * The answer's headers as a flat list: the gateway's (request id, RateLimit-*) unless the
+ * upstream sent its own of that name, then the upstream's less hop-by-hop ones and any `X-Keymeter-*`.
+ */
+function responseHeaders(incoming: IncomingMessage, decision: Decision): string[] {
+  const source = incoming.headers;
+  const connectionNames = source.connection === undefined ? undefined : connectionTokens(source.connection);
+  const out: string[] = [];
+  for (const [name, value] of decision.headers) if (source[name] === undefined) out.push(name, value);
+  for (const name in source) {
+    const value = source[name];
+    if (value === undefined || HOP_BY_HOP.has(name) || connectionNames?.includes(name)) continue;
+    if (name.startsWith("x-keymeter-")) continue;
+    pushHeader(out, name, value);
   }
   return out;
 }
 
-/** The upstream's response headers less hop-by-hop ones and any `X-Keymeter-*`. */
-function responseHeaders(incoming: IncomingMessage): OutgoingHttpHeaders {
-  const connectionTokens = String(incoming.headers.connection ?? "")
+function pushHeader(out: string[], name: string, value: string | string[]): void {
+  if (typeof value === "string") out.push(name, value);
+  else for (const item of value) out.push(name, item);
+}
+
+/** The lower-cased tokens of a `Connection` header (`close, X-Foo`); undefined when it names no other header. */
+function connectionTokens(value: string): string[] | undefined {
+  // What nearly every client sends: hop-by-hop already, naming nothing else.
+  if (value === "keep-alive" || value === "close") return undefined;
+  return value
     .toLowerCase()
     .split(",")
     .map((token) => token.trim());
-  const out: OutgoingHttpHeaders = {};
-  for (const [name, value] of Object.entries(incoming.headers)) {
-    if (value === undefined || HOP_BY_HOP.has(name) || connectionTokens.includes(name)) continue;
-    if (name.startsWith("x-keymeter-")) continue;
-    out[name] = value;
-  }
-  return out;
 }
 
 function rawHeaderPairs(incoming: IncomingMessage): Array<[string, string]> {

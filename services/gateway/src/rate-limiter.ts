@@ -56,6 +56,8 @@ export interface RateLimiterOptions {
 
 interface Lease {
   tokens: number;
+  /** Tokens spent since the last refill began: what a renewal asks for (twice that). */
+  spent: number;
   /** Epoch ms after which unspent tokens are dropped, so a stale lease cannot become a burst. */
   expiresAt: number;
   /** Tokens left in the shared bucket when the lease was taken (for RateLimit-Remaining). */
@@ -95,7 +97,7 @@ export class RateLimiter {
     let lease = this.leases.get(keyId);
     if (!lease) {
       if (this.leases.size >= 10_000) this.prune();
-      lease = { tokens: 0, expiresAt: 0, bucketRemaining: 0, resetAt: 0, refill: undefined };
+      lease = { tokens: 0, spent: 0, expiresAt: 0, bucketRemaining: 0, resetAt: 0, refill: undefined };
       this.leases.set(keyId, lease);
     }
     // Concurrent requests share one refill instead of each leasing a batch.
@@ -103,8 +105,13 @@ export class RateLimiter {
       const now = this.now();
       if (lease.tokens > 0 && lease.expiresAt > now) {
         lease.tokens--;
-        if (lease.tokens <= leaseSize / 2 && !lease.refill) {
-          this.refill(keyId, tier, lease, leaseSize).catch((error: unknown) => {
+        lease.spent++;
+        // Refilled in the background at half the tokens, or, for a key spending fewer than that
+        // per lease, renewed at half the lease's life with twice what it spent: otherwise its
+        // lease lapses and one request per lease waits for Redis.
+        const wanted = lease.tokens <= leaseSize / 2 ? leaseSize : this.renewal(lease, leaseSize, now);
+        if (wanted > 0 && !lease.refill) {
+          this.refill(keyId, tier, lease, wanted).catch((error: unknown) => {
             // The next request without tokens asks Redis itself, and fails closed if it is down.
             this.logger?.warn({ key_id: keyId, err: (error as Error).message }, "rate limit lease refill failed");
           });
@@ -124,6 +131,12 @@ export class RateLimiter {
     return this.takeFromRedis(keyId, tier, 1);
   }
 
+  /** Tokens to renew a lease with (0: not yet), so a steady key never finds its lease lapsed. */
+  private renewal(lease: Lease, leaseSize: number, now: number): number {
+    if (now < lease.expiresAt - this.leaseMs / 2) return 0;
+    return Math.max(1, Math.min(leaseSize - lease.tokens, 2 * lease.spent));
+  }
+
   private leaseSize(tier: Tier): number {
     if (this.leaseMs <= 0) return 1;
     const burst = tier.burst ?? Math.max(1, Math.ceil(tier.rate_limit_rps));
@@ -134,8 +147,9 @@ export class RateLimiter {
     );
   }
 
-  private refill(keyId: string, tier: Tier, lease: Lease, leaseSize: number): Promise<RateLimitResult> {
-    const pending = this.takeFromRedis(keyId, tier, leaseSize).then(
+  private refill(keyId: string, tier: Tier, lease: Lease, wanted: number): Promise<RateLimitResult> {
+    lease.spent = 0;
+    const pending = this.takeFromRedis(keyId, tier, wanted).then(
       (result) => {
         const now = this.now();
         lease.refill = undefined;

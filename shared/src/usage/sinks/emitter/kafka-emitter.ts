@@ -53,7 +53,8 @@ export class KafkaEmitter implements UsageEventSink {
   private readonly admin: Admin;
   private readonly partitions: PartitionCount;
   private readonly settings: Required<Omit<KafkaEmitterOptions, "kafka" | "topic" | "logger" | "spoolDir">>;
-  private buffer: EncodedEvent[] = [];
+  /** Encoded when sent, not when emitted: `emit` is on the request path of every gateway request. */
+  private buffer: UsageEventInput[] = [];
   private spool: DiskSpool | undefined;
   private connected = false;
   private closed = false;
@@ -91,12 +92,13 @@ export class KafkaEmitter implements UsageEventSink {
     if (!this.spool.isEmpty) this.schedule(0);
   }
 
+  /** Buffers the event, which must not change afterwards (it is encoded when its batch is sent). */
   emit(event: UsageEventInput): void {
     if (this.closed || this.buffer.length >= this.settings.maxBufferedEvents) {
       this.drop(1, this.closed ? "emitter closed" : "buffer full");
       return;
     }
-    this.buffer.push(encodeEvent(event));
+    this.buffer.push(event);
     this.schedule(this.buffer.length >= this.settings.maxBatchEvents ? 0 : this.settings.lingerMs);
   }
 
@@ -152,10 +154,10 @@ export class KafkaEmitter implements UsageEventSink {
     while (this.buffer.length > 0) {
       if (!spool.isEmpty || !this.connected) {
         // Kafka is away (or older events wait on disk): everything goes behind them, in order.
-        await this.toSpool(spool, this.buffer.splice(0));
+        await this.toSpool(spool, this.buffer.splice(0).map(encodeEvent));
         break;
       }
-      const batch = this.buffer.splice(0, this.settings.maxBatchEvents);
+      const batch = this.buffer.splice(0, this.settings.maxBatchEvents).map(encodeEvent);
       if (!(await this.send(batch))) await this.toSpool(spool, batch);
     }
     if (!spool.isEmpty) await this.replay(spool);
@@ -166,7 +168,7 @@ export class KafkaEmitter implements UsageEventSink {
     if (!this.connected) await this.connect();
     while (this.connected && !spool.isEmpty && !this.closed) {
       // New events queue up behind the spooled ones (order per key), not in memory.
-      if (this.buffer.length > 0) await this.toSpool(spool, this.buffer.splice(0));
+      if (this.buffer.length > 0) await this.toSpool(spool, this.buffer.splice(0).map(encodeEvent));
       const segment = await spool.oldest();
       if (!segment) break;
       for (let i = 0; i < segment.messages.length; i += this.settings.maxBatchEvents) {
