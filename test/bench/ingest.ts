@@ -11,11 +11,15 @@
  *   aggregator_cpu_us_per_event   CPU the aggregator process spent per event
  *   aggregator_peak_rss_mib       its peak memory
  *   aggregator_backlog_events_per_s        the aggregator alone draining the same backlog
+ *   backlog_cpu_us_per_event               CPU per event of aggregator + ClickHouse + Kafka broker meanwhile
+ *   backlog_clickhouse_/_kafka_cpu_us_per_event  of that, ClickHouse's and the broker's
+ *   peer_cpu_us_per_event                  ClickHouse + Kafka broker per event while the peer drains it
+ *                                          (peer_clickhouse_/_kafka_cpu_us_per_event: each)
  *   peer_kafka_engine_events_per_s         ClickHouse's own Kafka engine draining that backlog
  *   peer_naive_insert_per_event_events_per_s  one INSERT per event: the floor
  */
 import { type ChildProcess, spawn } from "node:child_process";
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { MIGRATIONS_DIR } from "@keymeter/clickhouse-schema";
@@ -48,6 +52,23 @@ const logger = createLogger("bench", "warn");
 const run = `bench_${Date.now().toString(36)}`;
 const print = (name: string, value: number | string) =>
   console.log(`${name}: ${typeof value === "number" ? Number(value.toFixed(value < 10 ? 3 : 1)) : value}`);
+
+/** CPU seconds used so far by the ClickHouse server and the Kafka broker that services.sh started. */
+function storesCpuSeconds(): { clickhouse: number; kafka: number } {
+  const data = process.env.KEYMETER_DATA_DIR ?? join(import.meta.dirname, "../../.data");
+  const of = (service: string) => cpuSeconds(Number(readFileSync(join(data, service, "pid"), "utf8")));
+  return { clickhouse: of("clickhouse"), kafka: of("kafka") };
+}
+
+/** CPU per event of ClickHouse and the broker since `before`, printed as `<prefix>_clickhouse/_kafka_cpu_us_per_event`; returns their sum in seconds. */
+function printStoresCpu(prefix: string, before: { clickhouse: number; kafka: number }, events: number): number {
+  const now = storesCpuSeconds();
+  const clickhouse = now.clickhouse - before.clickhouse;
+  const kafka = now.kafka - before.kafka;
+  print(`${prefix}_clickhouse_cpu_us_per_event`, (clickhouse / events) * 1e6);
+  print(`${prefix}_kafka_cpu_us_per_event`, (kafka / events) * 1e6);
+  return clickhouse + kafka;
+}
 
 function connection(database: string): ClickHouseConnection {
   return { url: clickhouseUrl, username: "default", password: "", database };
@@ -253,6 +274,8 @@ async function main(): Promise<void> {
     const ours = spawnAggregator(databases[1] ?? "", `${run}-backlog`, `${run}.`);
     children.push(ours);
     const oursStarted = Date.now();
+    const storesBefore = storesCpuSeconds();
+    const oursCpuBefore = cpuSeconds(ours.pid ?? 0);
     await waitUntil(
       "backlog drained by the aggregator",
       async () => (await scalar(backlogDb, "SELECT sum(requests) AS n FROM usage_hourly")) >= backlog,
@@ -260,6 +283,10 @@ async function main(): Promise<void> {
       100,
     );
     print("aggregator_backlog_events_per_s", backlog / ((Date.now() - oursStarted) / 1000));
+    // CPU of everything on the path (aggregator, ClickHouse, Kafka broker) per event, beside the peer's.
+    const oursCpu = cpuSeconds(ours.pid ?? 0) - oursCpuBefore;
+    const storesUsed = printStoresCpu("backlog", storesBefore, backlog);
+    print("backlog_cpu_us_per_event", ((oursCpu + storesUsed) / backlog) * 1e6);
     ours.kill("SIGTERM");
     await backlogDb.close();
 
@@ -285,6 +312,7 @@ async function main(): Promise<void> {
         kafka_format = 'JSONEachRow', kafka_num_consumers = 1`,
     });
     const peerStarted = Date.now();
+    const peerStoresBefore = storesCpuSeconds();
     // On 18.16 a view fed by a Kafka table does not cascade into the views of its target, so
     // the peer's rollups hang off the Kafka table directly: the same four writes as ours.
     const peerViews = [
@@ -316,6 +344,7 @@ async function main(): Promise<void> {
       100,
     );
     print("peer_kafka_engine_events_per_s", backlog / ((Date.now() - peerStarted) / 1000));
+    print("peer_cpu_us_per_event", (printStoresCpu("peer", peerStoresBefore, backlog) / backlog) * 1e6);
     print(
       "peer_kafka_engine_differs",
       "parses 4 top-level fields (18.16 cannot read nested data); rollups by period and key only; no validation, dedup or offsets",
