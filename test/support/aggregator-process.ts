@@ -99,7 +99,13 @@ export function spawnCrashingAggregator(
 ): { child: ChildProcess; crashed: Promise<CrashReport> } {
   const child = spawnAggregator(
     pipeline,
-    { KEYMETER_CRASH_AT: at, KEYMETER_CRASH_ON_BATCH: String(options.onBatch ?? 1), ...options.env },
+    {
+      KEYMETER_CRASH_AT: at,
+      KEYMETER_CRASH_ON_BATCH: String(options.onBatch ?? 1),
+      // One batch at a time, so each INSERT holds one partition's batch and the report names it.
+      AGGREGATOR_CONCURRENCY: "1",
+      ...options.env,
+    },
     undefined,
     CRASHING,
   );

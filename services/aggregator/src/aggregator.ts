@@ -5,6 +5,7 @@ import { attributeEvents, parseUsageEventBytes, type UsageEvent, unpackEvents } 
 import type { Consumer, EachBatchPayload, Kafka, Producer } from "kafkajs";
 import { DedupWindow, dedupWindowKeyPrefix } from "./dedup-window";
 import { FingerprintList, FingerprintSet } from "./fingerprints";
+import { InsertCombiner } from "./insert-combiner";
 import { AggregatorMetrics } from "./metrics";
 import { OffsetStore } from "./offset-store";
 import { UsageRows } from "./usage-rows";
@@ -27,6 +28,10 @@ export interface AggregatorOptions {
   metrics?: AggregatorMetrics;
   /** Longest wait between insert retries while ClickHouse is down. */
   maxRetryDelayMs?: number;
+  /** Rows from which the batches handled at the same time are inserted without waiting for more (see InsertCombiner). */
+  maxInsertRows?: number;
+  /** Longest wait for other partitions' batches to join an INSERT. */
+  insertLingerMs?: number;
   /**
    * Called once per stored batch with the events that batch added to ClickHouse (after the
    * insert and the dedup marking, before the Kafka commit). Month-to-date counters and quota
@@ -104,6 +109,9 @@ export class Aggregator {
   private readonly store: UsageStore;
   private readonly offsets: OffsetStore;
   private readonly dedup: DedupWindow;
+  private readonly inserts: InsertCombiner;
+  /** Batches inside handleBatch right now (at most `concurrency`). */
+  private batchesInHand = 0;
   /** Last offset stored in ClickHouse, per partition; emptied by every rebalance. */
   private readonly stored = new Map<number, number>();
   private readonly warnings: RateLimitedLog;
@@ -126,6 +134,12 @@ export class Aggregator {
     this.deadLetter = createIdempotentProducer(options.kafka);
     this.store = options.store ?? new ClickHouseUsageStore(options.clickhouse);
     this.offsets = new OffsetStore(options.clickhouse);
+    this.inserts = new InsertCombiner(this.store, {
+      maxRows: options.maxInsertRows ?? 100_000,
+      lingerMs: options.insertLingerMs ?? 50,
+      batchesInHand: () => this.batchesInHand,
+      insertSeconds: this.metrics.insertSeconds,
+    });
     this.dedup = new DedupWindow(options.redis, {
       windowSeconds: options.dedupWindowSeconds,
       keyPrefix: dedupWindowKeyPrefix(options.dedupKeyPrefix, options.topics.events),
@@ -188,7 +202,14 @@ export class Aggregator {
     const last = batch.messages.at(-1);
     if (!last) return;
     this.metrics.consumed.inc(batch.messages.length);
-    await this.storeBatch(payload);
+    this.batchesInHand++;
+    try {
+      await this.storeBatch(payload);
+    } finally {
+      this.batchesInHand--;
+      // Batches waiting to be combined need not wait for this one any more.
+      this.inserts.flushIfReady();
+    }
     resolveOffset(last.offset);
     await commitOffsetsIfNecessary();
     this.metrics.lag.set({ partition: String(batch.partition) }, Number(batch.offsetLag()));
@@ -234,10 +255,12 @@ export class Aggregator {
         // after the client gave up): ask ClickHouse what it holds and send only the rest.
         pending = rows.after(await this.lastStored(partition, true));
       }
-      const timer = this.metrics.insertSeconds.startTimer();
-      // One query id per batch: ClickHouse refuses a retry while the first attempt still runs.
-      await this.store.insert(pending, `${topic}-${partition}-${batch.firstOffset()}-${batch.lastOffset()}`);
-      timer();
+      // The first attempt goes with the other partitions' batches in hand; a retry goes alone.
+      await this.inserts.insert(
+        pending,
+        `${topic}-${partition}-${batch.firstOffset()}-${batch.lastOffset()}`,
+        attempt === 1,
+      );
     });
     this.metrics.inserted.inc(pending.count);
     const lastInserted = pending.lastOffset;

@@ -59,6 +59,8 @@ export function aggregatorOptions(
     concurrency: config.AGGREGATOR_CONCURRENCY,
     fetchBytesPerPartition: config.AGGREGATOR_FETCH_BYTES_PER_PARTITION,
     sessionTimeoutMs: config.AGGREGATOR_SESSION_TIMEOUT_MS,
+    maxInsertRows: config.AGGREGATOR_INSERT_MAX_ROWS,
+    insertLingerMs: config.AGGREGATOR_INSERT_LINGER_MS,
     attribution: new KeyAttributor({ redis: stores.redis, keys: redisKeys(config.REDIS_KEY_PREFIX) }),
   };
 }

@@ -95,6 +95,20 @@ export class UsageRows {
     this.uint32(ingestedAtSeconds);
   }
 
+  /** The rows of several batches, one after another (their offsets are of different partitions). */
+  static concat(parts: readonly UsageRows[]): UsageRows {
+    const all = new UsageRows(parts.reduce((bytes, part) => bytes + part.length, 0));
+    for (const part of parts) {
+      for (let i = 0; i < part.count; i++) {
+        all.starts.push(all.length + (part.starts[i] ?? 0));
+        all.offsets.push(part.offsets[i] ?? -1);
+      }
+      part.buffer.copy(all.buffer, all.length, 0, part.length);
+      all.length += part.length;
+    }
+    return all;
+  }
+
   /** The rows whose Kafka offset is above `offset` (a retry after a partly applied insert). */
   after(offset: number): UsageRows {
     const rest = new UsageRows(this.length);

@@ -1,11 +1,13 @@
 import { Readable } from "node:stream";
-import type { ClickHouseClient } from "@keymeter/shared/stores";
+import { type ClickHouseClient, quoteString } from "@keymeter/shared/stores";
 import { INSERT_USAGE_EVENTS, type UsageRows } from "./usage-rows";
 
 /** Where accepted usage rows go: one INSERT per batch; rollups and offsets follow by view. */
 export interface UsageStore {
   /** Inserts the rows in one INSERT, under `queryId`. */
   insert(rows: UsageRows, queryId: string): Promise<void>;
+  /** After a failed insert: returns once the server no longer runs `queryId` (it may still be applying it). */
+  settle?(queryId: string): Promise<void>;
 }
 
 export class ClickHouseUsageStore implements UsageStore {
@@ -20,5 +22,22 @@ export class ClickHouseUsageStore implements UsageStore {
     });
     // The response must be read to the end, or the socket is not given back to the pool.
     for await (const _ of stream);
+  }
+
+  async settle(queryId: string, limitMs = 60_000): Promise<void> {
+    const deadline = Date.now() + limitMs;
+    while (Date.now() < deadline) {
+      try {
+        const result = await this.clickhouse.query({
+          query: `SELECT count() AS n FROM system.processes WHERE query_id = ${quoteString(queryId)}`,
+          format: "JSONEachRow",
+        });
+        const [row] = await result.json<{ n: string | number }>();
+        if (Number(row?.n ?? 0) === 0) return;
+      } catch {
+        // ClickHouse unreachable: ask again until the deadline (the retry cannot insert meanwhile either).
+      }
+      await new Promise((r) => setTimeout(r, 200));
+    }
   }
 }
