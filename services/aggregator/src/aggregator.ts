@@ -96,7 +96,8 @@ class PartitionRevoked extends Error {}
  * 1. On each (re)assignment, the last stored offset per partition is read from ClickHouse;
  *    messages at or below it are skipped, so a batch is never stored twice.
  * 2. Each batch is validated (bad events go to the DLQ with the reason), deduplicated on
- *    (source, id) within a window, and inserted with its partition and offsets in one INSERT.
+ *    (source, id) within a window, and inserted with its partition and offsets in one INSERT
+ *    (shared with the other partitions' batches in hand: see InsertCombiner).
  * 3. Only then are ids marked in the dedup window and the Kafka offset committed.
  *
  * While ClickHouse is unavailable the partition is paused and the insert retried with
