@@ -5,7 +5,7 @@ import { attributeEvents, parseUsageEventBytes, type UsageEvent, unpackEvents } 
 import type { Consumer, EachBatchPayload, Kafka, Producer } from "kafkajs";
 import { DedupWindow, dedupWindowKeyPrefix } from "./dedup-window";
 import { FingerprintList, FingerprintSet } from "./fingerprints";
-import { InsertCombiner } from "./insert-combiner";
+import { InsertCombiner, InsertFailed } from "./insert-combiner";
 import { AggregatorMetrics } from "./metrics";
 import { OffsetStore } from "./offset-store";
 import { UsageRows } from "./usage-rows";
@@ -250,18 +250,23 @@ export class Aggregator {
 
     let pending = rows;
     let attempt = 0;
+    let failedQuery: string | undefined;
+    const queryId = `${topic}-${partition}-${batch.firstOffset()}-${batch.lastOffset()}`;
     await this.withRetry(payload, "insert into ClickHouse", async () => {
       if (attempt++ > 0) {
-        // A failed insert may still have been applied (a timeout, a server that finished
-        // after the client gave up): ask ClickHouse what it holds and send only the rest.
+        // A failed insert may still be running or have been applied (a timeout, a server that
+        // finished after the client gave up): wait until it ended, ask ClickHouse what it
+        // holds, and send only the rest.
+        if (failedQuery) await this.store.settle?.(failedQuery);
         pending = rows.after(await this.lastStored(partition, true));
       }
-      // The first attempt goes with the other partitions' batches in hand; a retry goes alone.
-      await this.inserts.insert(
-        pending,
-        `${topic}-${partition}-${batch.firstOffset()}-${batch.lastOffset()}`,
-        attempt === 1,
-      );
+      try {
+        // The first attempt goes with the other partitions' batches in hand; a retry goes alone.
+        await this.inserts.insert(pending, queryId, attempt === 1);
+      } catch (error) {
+        failedQuery = error instanceof InsertFailed ? error.queryId : queryId;
+        throw error;
+      }
     });
     this.metrics.inserted.inc(pending.count);
     const lastInserted = pending.lastOffset;

@@ -12,6 +12,16 @@ export interface InsertCombinerOptions {
   insertSeconds?: Histogram;
 }
 
+/** An INSERT that failed, with the query id it ran under (a retry waits until ClickHouse no longer runs it). */
+export class InsertFailed extends Error {
+  constructor(
+    readonly queryId: string,
+    cause: unknown,
+  ) {
+    super(`insert ${queryId} failed: ${(cause as Error)?.message ?? String(cause)}`, { cause });
+  }
+}
+
 interface Member {
   rows: UsageRows;
   queryId: string;
@@ -28,8 +38,8 @@ interface Member {
  *
  * Exactly once still holds: rows keep their partition and offset, `ingest_offsets` takes the
  * max per partition, and after a failure each batch retries alone (`combine: false`) with
- * the rows ClickHouse does not hold. A failed INSERT is only reported once ClickHouse no
- * longer runs it, so no retry can overlap an attempt that is still being applied.
+ * the rows ClickHouse does not hold, once ClickHouse no longer runs the failed INSERT (its
+ * query id is in the InsertFailed error), so no retry overlaps an attempt still being applied.
  */
 export class InsertCombiner {
   private waiting: Member[] = [];
@@ -85,8 +95,8 @@ export class InsertCombiner {
       timer?.();
       for (const member of members) member.resolve();
     } catch (error) {
-      await this.store.settle?.(queryId);
-      for (const member of members) member.reject(error as Error);
+      const failed = new InsertFailed(queryId, error);
+      for (const member of members) member.reject(failed);
     }
   }
 }

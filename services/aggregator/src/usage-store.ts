@@ -6,7 +6,7 @@ import { INSERT_USAGE_EVENTS, type UsageRows } from "./usage-rows";
 export interface UsageStore {
   /** Inserts the rows in one INSERT, under `queryId`. */
   insert(rows: UsageRows, queryId: string): Promise<void>;
-  /** After a failed insert: returns once the server no longer runs `queryId` (it may still be applying it). */
+  /** After a failed insert: returns once the server no longer runs `queryId` (a timed-out insert may still be applied). */
   settle?(queryId: string): Promise<void>;
 }
 
@@ -24,19 +24,17 @@ export class ClickHouseUsageStore implements UsageStore {
     for await (const _ of stream);
   }
 
-  async settle(queryId: string, limitMs = 60_000): Promise<void> {
+  /** Throws when ClickHouse cannot say, or still runs the query after `limitMs`: the caller retries later. */
+  async settle(queryId: string, limitMs = 30_000): Promise<void> {
     const deadline = Date.now() + limitMs;
-    while (Date.now() < deadline) {
-      try {
-        const result = await this.clickhouse.query({
-          query: `SELECT count() AS n FROM system.processes WHERE query_id = ${quoteString(queryId)}`,
-          format: "JSONEachRow",
-        });
-        const [row] = await result.json<{ n: string | number }>();
-        if (Number(row?.n ?? 0) === 0) return;
-      } catch {
-        // ClickHouse unreachable: ask again until the deadline (the retry cannot insert meanwhile either).
-      }
+    for (;;) {
+      const result = await this.clickhouse.query({
+        query: `SELECT count() AS n FROM system.processes WHERE query_id = ${quoteString(queryId)}`,
+        format: "JSONEachRow",
+      });
+      const [row] = await result.json<{ n: string | number }>();
+      if (Number(row?.n ?? 0) === 0) return;
+      if (Date.now() > deadline) throw new Error(`insert ${queryId} still runs after ${limitMs} ms`);
       await new Promise((r) => setTimeout(r, 200));
     }
   }
