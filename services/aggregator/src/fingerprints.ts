@@ -25,6 +25,9 @@ function fmix(h: number): number {
   return x ^ (x >>> 16);
 }
 
+/** One 32-bit key word scrambled with the lane's constants and rotation (MurmurHash3's k-mix). */
+const mixKey = (k: number, c1: number, r: number, c2: number) => Math.imul(rotl(Math.imul(k, c1), r), c2);
+
 /** Word `j` of `text` read as UTF-16 code units, two per 32-bit word (0 past the end): for the tail. */
 const wordAt = (text: string, j: number) =>
   ((text.charCodeAt(2 * j) || 0) | ((text.charCodeAt(2 * j + 1) || 0) << 16)) >>> 0;
@@ -44,29 +47,21 @@ export function fingerprint(text: string, out: Uint32Array, at: number): void {
   for (let b = 0; b < blocks; b++) {
     // Whole blocks are inside the text: eight code units read directly.
     const c = b * 8;
-    let k1 = text.charCodeAt(c) | (text.charCodeAt(c + 1) << 16);
-    let k2 = text.charCodeAt(c + 2) | (text.charCodeAt(c + 3) << 16);
-    let k3 = text.charCodeAt(c + 4) | (text.charCodeAt(c + 5) << 16);
-    let k4 = text.charCodeAt(c + 6) | (text.charCodeAt(c + 7) << 16);
-    k1 = Math.imul(rotl(Math.imul(k1, C1), 15), C2);
-    h1 ^= k1;
+    h1 ^= mixKey(text.charCodeAt(c) | (text.charCodeAt(c + 1) << 16), C1, 15, C2);
     h1 = (Math.imul(rotl(h1, 19) + h2, 5) + 0x561ccd1b) | 0;
-    k2 = Math.imul(rotl(Math.imul(k2, C2), 16), C3);
-    h2 ^= k2;
+    h2 ^= mixKey(text.charCodeAt(c + 2) | (text.charCodeAt(c + 3) << 16), C2, 16, C3);
     h2 = (Math.imul(rotl(h2, 17) + h3, 5) + 0x0bcaa747) | 0;
-    k3 = Math.imul(rotl(Math.imul(k3, C3), 17), C4);
-    h3 ^= k3;
+    h3 ^= mixKey(text.charCodeAt(c + 4) | (text.charCodeAt(c + 5) << 16), C3, 17, C4);
     h3 = (Math.imul(rotl(h3, 15) + h4, 5) + 0x96cd1c35) | 0;
-    k4 = Math.imul(rotl(Math.imul(k4, C4), 18), C1);
-    h4 ^= k4;
+    h4 ^= mixKey(text.charCodeAt(c + 6) | (text.charCodeAt(c + 7) << 16), C4, 18, C1);
     h4 = (Math.imul(rotl(h4, 13) + h1, 5) + 0x32ac3b17) | 0;
   }
   const tail = blocks * 4;
   if (tail < words) {
-    h1 ^= Math.imul(rotl(Math.imul(wordAt(text, tail), C1), 15), C2);
-    h2 ^= Math.imul(rotl(Math.imul(wordAt(text, tail + 1), C2), 16), C3);
-    h3 ^= Math.imul(rotl(Math.imul(wordAt(text, tail + 2), C3), 17), C4);
-    h4 ^= Math.imul(rotl(Math.imul(wordAt(text, tail + 3), C4), 18), C1);
+    h1 ^= mixKey(wordAt(text, tail), C1, 15, C2);
+    h2 ^= mixKey(wordAt(text, tail + 1), C2, 16, C3);
+    h3 ^= mixKey(wordAt(text, tail + 2), C3, 17, C4);
+    h4 ^= mixKey(wordAt(text, tail + 3), C4, 18, C1);
   }
   const length = text.length * 2;
   h1 ^= length;
