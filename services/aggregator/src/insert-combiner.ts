@@ -33,7 +33,7 @@ interface Member {
  * Sends the rows of batches handled at the same time (one per partition) in one INSERT.
  * On ClickHouse 18.16 an INSERT into usage_events costs a fixed ~0.1-0.2 s of server CPU
  * for its four materialized views (new parts in every target table), whatever its size: a
- * batch of 3,000 rows costs 25-38 µs per row, one of 48,000 about 5. Combining the
+ * batch of 3,000 rows costs 25-52 µs per row, one of 48,000 5-6. Combining the
  * partitions' batches cuts the number of INSERTs without waiting for larger fetches.
  *
  * Exactly once still holds: rows keep their partition and offset, `ingest_offsets` takes the
